@@ -1,0 +1,467 @@
+"""The process behind one ProxyCommand: its pipes, its exit status, its stderr.
+
+``ProxyProcess`` does the work; ``ProxyCommandMethods`` holds the thin methods
+that ``install()`` puts on paramiko's ``ProxyCommand`` class. The methods keep
+upstream's public attributes (``cmd``, ``process``, ``timeout``) so code that
+reads them still works, and keep everything else on ``self._proxyfix``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import shlex
+import signal
+import socket
+import threading
+import time
+import weakref
+from typing import Any, List, Optional
+
+from paramiko.ssh_exception import ProxyCommandFailure
+
+from . import registry
+from .config import current
+from .errors import ProxyCommandExited, ProxyCommandForeign, ProxyCommandStartError
+from .spawn import descendants, spawn
+
+__all__ = ["ProxyCommandMethods", "ProxyProcess", "split_command", "state_of"]
+
+log = logging.getLogger("paramiko_proxyfix")
+
+#: Bytes asked of the pipe per read; small recv() calls are served from them.
+CHUNK = 65536
+#: Longest single wait, so a close() from another thread is seen promptly even
+#: when a stray grandchild keeps the pipe open.
+SLICE = 0.25
+
+_HAVE_WAITID = hasattr(os, "waitid") and hasattr(os, "WNOWAIT")
+_POLLIN = select.POLLIN | select.POLLPRI
+_ATTR = "_proxyfix"
+
+
+def split_command(command_line: Any) -> List[str]:
+    """Split like upstream does (``shlex``, no shell), failing clearly."""
+    if not isinstance(command_line, str):
+        raise TypeError(
+            f"ProxyCommand needs a command line string, not {command_line!r}"
+        )
+    try:
+        argv = shlex.split(command_line)
+    except ValueError as exc:
+        raise ProxyCommandStartError(command_line, str(exc)) from None
+    if not argv:
+        raise ProxyCommandStartError(command_line, "the command line is empty")
+    return argv
+
+
+class ProxyProcess:
+    """One running proxy: non-blocking pipes read with poll(), never select()."""
+
+    def __init__(self, argv: List[str], process: Any, own_group: bool) -> None:
+        self.argv = argv
+        self.command = " ".join(shlex.quote(a) for a in argv)
+        self.process = process
+        self.pid: int = process.pid
+        self.own_group = own_group
+        self.owner_pid = os.getpid()
+        self.started = time.time()
+        self.last_io = time.monotonic()
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self._rlock = threading.Lock()
+        self._wlock = threading.Lock()
+        self._errlock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._done = threading.Event()
+        self._closing = False
+        self._foreign = False
+        self._fds_closed = False
+        self._eof = False
+        self._eof_code: Optional[int] = None
+        self._rbuf = b""
+        self._rpos = 0
+        self._tail = bytearray()
+        self._out: int = process.stdout.fileno()
+        self._in: int = process.stdin.fileno()
+        self._err: Optional[int] = (
+            process.stderr.fileno() if process.stderr is not None else None
+        )
+        for fd in (self._out, self._in, self._err):
+            if fd is not None:
+                os.set_blocking(fd, False)
+        self._rpoll = select.poll()
+        self._rpoll.register(self._out, _POLLIN)
+        if self._err is not None:
+            self._rpoll.register(self._err, _POLLIN)
+        self._wpoll = select.poll()
+        self._wpoll.register(self._in, select.POLLOUT)
+        registry.add(self)
+
+    @classmethod
+    def start(cls, argv: List[str]) -> ProxyProcess:
+        process, own_group = spawn(argv)
+        return cls(argv, process, own_group)
+
+    # -- reading ----------------------------------------------------------
+
+    def recv(self, size: int, timeout: Optional[float]) -> bytes:
+        """Up to ``size`` bytes as soon as any are there; ``b""`` at clean EOF."""
+        if size <= 0:
+            if size < 0:
+                raise ValueError("negative buffersize in recv")
+            return b""
+        with self._rlock:
+            buf = self._rbuf
+            if buf:
+                pos = self._rpos
+                end = pos + size
+                if end < len(buf):
+                    self._rpos = end
+                    return buf[pos:end]
+                self._rbuf = b""
+                return buf[pos:] if pos else buf
+            return self._read(size, timeout)
+
+    def _read(self, size: int, timeout: Optional[float]) -> bytes:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self._eof or self._closing:
+                return self._at_eof()
+            if self._foreign:
+                raise ProxyCommandForeign(self.command, self.owner_pid)
+            try:
+                data = os.read(self._out, size if size > CHUNK else CHUNK)
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                raise ProxyCommandFailure(self.command, exc.strerror) from None
+            else:
+                if not data:
+                    self._eof = True
+                    return self._at_eof()
+                self.bytes_in += len(data)
+                self.last_io = time.monotonic()
+                if len(data) > size:
+                    self._rbuf = data
+                    self._rpos = size
+                    return data[:size]
+                return data
+            wait = SLICE
+            if deadline is not None:
+                wait = min(wait, deadline - time.monotonic())
+                if wait <= 0:
+                    # Nothing to read and time is up: a proxy that has exited
+                    # while a grandchild holds its pipe is EOF, not a timeout.
+                    if self.exit_status() is not None:
+                        self._eof = True
+                        return self._at_eof()
+                    raise socket.timeout("timed out")
+            events = self._rpoll.poll(wait * 1000.0)
+            if not events:
+                if deadline is None and self.exit_status() is not None:
+                    self._eof = True
+                continue
+            for fd, _ in events:
+                if fd == self._err:
+                    self._drain_stderr()
+
+    def _at_eof(self) -> bytes:
+        """EOF: ``b""`` for a clean exit, else the exit status and stderr."""
+        if self._closing:
+            return b""
+        if self._eof_code is None:
+            code = self.wait_exit(current().eof_grace)
+            self._drain_stderr()
+            if code is None or code == 0:
+                return b""
+            self._eof_code = code
+        raise ProxyCommandExited(self.command, self._eof_code, self.stderr_tail())
+
+    # -- writing ----------------------------------------------------------
+
+    def send(self, data: bytes, timeout: Optional[float]) -> int:
+        """Write what the pipe takes now; report exactly how much that was."""
+        with self._wlock:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                if self._closing:
+                    raise ProxyCommandFailure(self.command, "the proxy was closed")
+                if self._foreign:
+                    raise ProxyCommandForeign(self.command, self.owner_pid)
+                try:
+                    written = os.write(self._in, data)
+                except BlockingIOError:
+                    pass
+                except BrokenPipeError:
+                    raise self._dead("its input is closed (broken pipe)") from None
+                except OSError as exc:
+                    raise ProxyCommandFailure(self.command, exc.strerror) from None
+                else:
+                    self.bytes_out += written
+                    self.last_io = time.monotonic()
+                    return written
+                wait = SLICE
+                if deadline is not None:
+                    wait = min(wait, deadline - time.monotonic())
+                    if wait <= 0:
+                        raise socket.timeout("timed out")
+                self._wpoll.poll(wait * 1000.0)
+
+    def _dead(self, what: str) -> ProxyCommandFailure:
+        code = self.wait_exit(current().eof_grace)
+        self._drain_stderr()
+        if code is None:
+            return ProxyCommandFailure(self.command, f"{what}, but it is running")
+        return ProxyCommandExited(self.command, code, self.stderr_tail())
+
+    # -- stderr -----------------------------------------------------------
+
+    def _drain_stderr(self) -> None:
+        """Read what stderr holds now: keep a bounded tail, log it at DEBUG."""
+        with self._errlock:
+            fd = self._err
+            if fd is None or self._fds_closed:
+                return
+            limit = current().stderr_tail
+            while True:
+                try:
+                    chunk = os.read(fd, CHUNK)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    # EOF: stop polling it, or poll() would report it forever.
+                    self._rpoll.unregister(fd)
+                    self._err = None
+                    return
+                self._tail += chunk
+                if len(self._tail) > limit:
+                    del self._tail[: len(self._tail) - limit]
+                if log.isEnabledFor(logging.DEBUG):
+                    text = chunk.decode("utf-8", "replace").rstrip("\n")
+                    log.debug("proxy %d stderr: %s", self.pid, text)
+
+    def stderr_tail(self) -> str:
+        return bytes(self._tail).decode("utf-8", "replace")
+
+    # -- process state ----------------------------------------------------
+
+    def exit_status(self) -> Optional[int]:
+        """The exit status (negative: signal) once the process ended, else None.
+
+        It does not reap, so the process group stays ours to signal until
+        close() reaps it.
+        """
+        code: Optional[int] = self.process.returncode
+        if code is not None:
+            return code
+        if not _HAVE_WAITID:
+            return self.process.poll()  # type: ignore[no-any-return]
+        try:
+            info = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            # Reaped by someone else (a SIGCHLD handler): its status is lost.
+            return self.process.poll() or 0  # type: ignore[no-any-return]
+        if info is None or info.si_pid == 0:
+            return None
+        if info.si_code == os.CLD_EXITED:
+            return info.si_status
+        return -info.si_status
+
+    def wait_exit(self, timeout: float) -> Optional[int]:
+        """exit_status(), waiting up to ``timeout`` seconds for it."""
+        deadline = time.monotonic() + timeout
+        delay = 0.0005
+        while True:
+            code = self.exit_status()
+            if code is not None:
+                return code
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, 0.01)
+
+    def pending_output(self) -> bool:
+        """Whether unread output is buffered here or waiting in the pipe."""
+        if self._rbuf or self._fds_closed:
+            return bool(self._rbuf)
+        probe = select.poll()
+        probe.register(self._out, _POLLIN)
+        return any(ev & _POLLIN for _, ev in probe.poll(0))
+
+    @property
+    def closed(self) -> bool:
+        return self._closing or self.exit_status() is not None
+
+    # -- closing ----------------------------------------------------------
+
+    def close(self, timeout: Optional[float] = None) -> None:
+        """EOF on stdin, SIGTERM, SIGKILL after half the timeout, reap, close pipes.
+
+        Safe to call twice, from any thread, and after the process exited.
+        """
+        with self._state_lock:
+            first = not self._closing
+            self._closing = True
+        if not first:
+            self._done.wait(current().close_timeout + 2 * SLICE)
+            return
+        try:
+            if self._foreign:
+                self.release_inherited()
+                return
+            total = current().close_timeout if timeout is None else timeout
+            # A well-behaved proxy (ssh -W) exits by itself on EOF.
+            if self._wlock.acquire(blocking=False):
+                try:
+                    self._close_file(self.process.stdin)
+                finally:
+                    self._wlock.release()
+            self.terminate(total)
+            self._release_pipes()
+        finally:
+            registry.discard(self)
+            self._done.set()
+
+    def terminate(self, total: float) -> None:
+        """Signal the proxy and what it started, escalate, then reap it."""
+        deadline = time.monotonic() + total
+        if self.exit_status() is None:
+            self.signal(signal.SIGTERM)
+            if self.wait_exit(total / 2) is None:
+                self.signal(signal.SIGKILL)
+                self.wait_exit(max(0.0, deadline - time.monotonic()))
+        if self.exit_status() is None:
+            log.warning("proxy %d did not die within %.1fs", self.pid, total)
+            return
+        if self.own_group:
+            # The leader is a zombie, not reaped yet: the group id is still
+            # ours, so this reaches only what the proxy started.
+            self._kill_group(signal.SIGKILL)
+        self.process.wait()
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to the proxy and the processes it started."""
+        if self.process.returncode is not None:
+            return  # reaped: its pid may belong to someone else now
+        if self.own_group:
+            self._kill_group(sig)
+            return
+        for pid in [self.pid, *descendants(self.pid)]:
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def _kill_group(self, sig: int) -> None:
+        try:
+            os.killpg(self.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def _release_pipes(self) -> None:
+        # Wait for readers and writers to leave before the descriptors go, so
+        # no thread ever reads a closed or reused descriptor.
+        with self._rlock, self._wlock:
+            self._drain_stderr()
+            with self._errlock:
+                self._fds_closed = True
+                for stream in (self.process.stdin, self.process.stdout):
+                    self._close_file(stream)
+                self._close_file(self.process.stderr)
+
+    def release_inherited(self) -> None:
+        """In a forked child: drop our copies of the pipes, signal nothing.
+
+        Takes no lock: after fork, a lock held by another thread of the parent
+        would stay held forever.
+        """
+        self._foreign = True
+        self._closing = True
+        self._fds_closed = True
+        for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
+            self._close_file(stream)
+        # The child never reaps the parent's process.
+        self.process.returncode = -1
+        self._done.set()
+
+    @staticmethod
+    def _close_file(stream: Any) -> None:
+        if stream is not None:
+            try:
+                stream.close()
+            except OSError:
+                pass
+
+    def finalize(self) -> None:
+        """Called when the ProxyCommand is garbage-collected or at exit."""
+        if os.getpid() == self.owner_pid and not self._closing:
+            self.close()
+
+
+def state_of(proxy: Any) -> ProxyProcess:
+    """The ProxyProcess of a ProxyCommand, adopting one started before install."""
+    state: Optional[ProxyProcess] = proxy.__dict__.get(_ATTR)
+    if state is None:
+        with _adopt_lock:
+            state = proxy.__dict__.get(_ATTR)
+            if state is None:
+                state = _adopt(proxy)
+    return state
+
+
+_adopt_lock = threading.Lock()
+
+
+def _adopt(proxy: Any) -> ProxyProcess:
+    process = proxy.process
+    try:
+        own_group = os.getpgid(process.pid) == process.pid
+    except OSError:
+        own_group = False
+    state = ProxyProcess(list(proxy.cmd), process, own_group)
+    proxy.__dict__[_ATTR] = state
+    weakref.finalize(proxy, state.finalize)
+    return state
+
+
+class ProxyCommandMethods:
+    """The methods install() puts on ``paramiko.proxy.ProxyCommand``."""
+
+    def __init__(self, command_line: str) -> None:
+        argv = split_command(command_line)
+        self.cmd = argv
+        self.timeout: Optional[float] = None
+        state = ProxyProcess.start(argv)
+        self.process = state.process
+        self.__dict__[_ATTR] = state
+        weakref.finalize(self, state.finalize)
+
+    def send(self, content: bytes) -> int:
+        return state_of(self).send(content, self.timeout)
+
+    def recv(self, size: int) -> bytes:
+        return state_of(self).recv(size, self.timeout)
+
+    def close(self) -> None:
+        state_of(self).close()
+
+    @property
+    def closed(self) -> bool:
+        return state_of(self).closed
+
+    @property
+    def _closed(self) -> bool:
+        return state_of(self).closed
+
+    def settimeout(self, timeout: Optional[float]) -> None:
+        if timeout is not None and timeout < 0:
+            raise ValueError("Timeout value out of range")
+        self.timeout = timeout
+
+    def gettimeout(self) -> Optional[float]:
+        return self.timeout
