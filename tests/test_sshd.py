@@ -1,0 +1,197 @@
+"""The fix against real parts: OpenSSH sshd on loopback, a real ``ssh -W``.
+
+Scenarios that spin or hang without the fix run in capped child processes
+(tests/scenarios.py), once with the fix and once with it disabled, so each
+test also proves it detects the bug.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import signal
+import threading
+import time
+from typing import Any
+
+import paramiko
+import pytest
+
+from tests.support import capped
+from tests.support.sshd import Sshd, free_port
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def scenario(sshd: Sshd, name: str, fixed: bool, cap: float = 15, **env: str) -> Any:
+    full = {
+        "SCN_HOST": sshd.host,
+        "SCN_PORT": str(sshd.port),
+        "SCN_USER": sshd.username,
+        "SCN_KEY": str(sshd.client_key_path),
+        "SCN_KNOWN_HOSTS": str(sshd.known_hosts_path),
+        "SCN_PROXY": sshd.proxy_command(),
+        "PARAMIKO_PROXYFIX_DISABLE": "" if fixed else "1",
+        **env,
+    }
+    result = capped.run_capped(f"from tests.scenarios import {name}; {name}()", cap, full)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    data = json.loads(lines[-1]) if lines else None
+    if data is not None:
+        assert data["installed"] is fixed
+    return result, data
+
+
+def test_killed_proxy_ends_the_transport_and_idles(sshd: Sshd) -> None:
+    detects = []
+    for _ in range(3):
+        result, data = scenario(sshd, "kill_idle", fixed=True)
+        assert data is not None, result
+        assert data["detect"] is not None, data
+        assert "SIGKILL" in data["error"], data
+        assert data["cpu"] < 0.02, data
+        detects.append(data["detect"])
+    print("detection times (s):", detects)
+    assert sorted(detects)[1] < 0.05, detects  # median
+
+
+def test_killed_proxy_spins_without_the_fix(sshd: Sshd) -> None:
+    result, data = scenario(sshd, "kill_idle", fixed=False)
+    assert data is not None, result
+    assert data["detect"] is None  # still "active" 3 s later
+    assert data["cpu"] > 0.5, data  # and burning a core
+
+
+@pytest.mark.parametrize("mode", ["exit_status", "channel_read"])
+def test_waiting_caller_returns_when_the_proxy_dies(sshd: Sshd, mode: str) -> None:
+    result, data = scenario(sshd, "waiting_caller", fixed=True, SCN_MODE=mode)
+    assert data is not None, result
+    assert data["took"] is not None and data["took"] < 0.1, data
+    result, data = scenario(sshd, "waiting_caller", fixed=False, cap=8, SCN_MODE=mode)
+    assert data is not None and data["took"] is None, (result, data)
+
+
+def test_failing_proxy_fails_connect_with_its_own_words(sshd: Sshd) -> None:
+    refused = sshd.proxy_command(target_port=free_port())
+    result, data = scenario(sshd, "failing_proxy", fixed=True, SCN_PROXY=refused)
+    assert data is not None, result
+    assert data["type"] == "ProxyCommandExited", data
+    assert "exited with status 255" in data["error"], data
+    assert "Connection refused" in data["error"] or "open failed" in data["error"], data
+    assert data["took"] < 3, data
+    result, data = scenario(
+        sshd, "failing_proxy", fixed=False, SCN_PROXY=refused, SCN_BANNER_TIMEOUT="4"
+    )
+    assert data is not None, result
+    assert "Error reading SSH protocol banner" in data["error"], data
+    assert data["took"] >= 4, data
+
+
+def test_read_loop_ends_when_a_grandchild_holds_the_pipe(sshd: Sshd) -> None:
+    holder = "sleep 600 & exec " + sshd.proxy_command()
+    command = shlex.join(["sh", "-c", holder])
+    result, data = scenario(sshd, "grandchild_holds_pipe", fixed=True, SCN_PROXY=command)
+    assert data is not None, result
+    assert data["detect"] is not None and data["detect"] < 0.5, data
+    assert data["cpu"] < 0.05, data
+    result, data = scenario(
+        sshd, "grandchild_holds_pipe", fixed=False, cap=8, SCN_PROXY=command
+    )
+    assert data is not None and data["detect"] is None, (result, data)
+
+
+def test_read_loop_hardening_covers_a_subclass_with_upstream_recv(sshd: Sshd) -> None:
+    """A ProxyCommand subclass that kept upstream's recv still ends."""
+    from paramiko_proxyfix import _patch
+
+    upstream_recv = _patch.original(paramiko.ProxyCommand, "recv")
+
+    class OldRecv(paramiko.ProxyCommand):
+        recv = upstream_recv
+
+    holder = "sleep 600 & exec " + sshd.proxy_command()
+    client = sshd.connect(sock=OldRecv(shlex.join(["sh", "-c", holder])))
+    try:
+        transport = client.get_transport()
+        os.kill(transport.sock.process.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while transport.is_active() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not transport.is_active()
+    finally:
+        client.close()
+
+
+def _exec(client: paramiko.SSHClient, command: str) -> bytes:
+    _, stdout, _ = client.exec_command(command)
+    data = stdout.read()
+    assert stdout.channel.recv_exit_status() == 0
+    return data
+
+
+def test_connect_exec_close_cycles_leak_nothing(sshd: Sshd) -> None:
+    marker = f"-W 127.0.0.1:{sshd.port}"
+    baseline_fds = set(capped.open_fds())
+    baseline_threads = threading.active_count()
+    for i in range(30):
+        client = sshd.connect(sock=paramiko.ProxyCommand(sshd.proxy_command()))
+        assert _exec(client, f"echo {i}") == f"{i}\n".encode()
+        if i % 3 == 0:  # the proxy dies before close
+            os.kill(client.get_transport().sock.process.pid, signal.SIGKILL)
+            time.sleep(0.05)
+        client.close()
+    deadline = time.monotonic() + 5
+    while threading.active_count() > baseline_threads and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert capped.count_zombie_children() == 0
+    assert set(capped.open_fds()) - baseline_fds == set()
+    assert threading.active_count() == baseline_threads
+    assert capped.proxy_processes(marker) == []
+
+
+def test_cycles_leak_without_the_fix(sshd: Sshd) -> None:
+    code = f"""
+import json, os, paramiko, signal, time
+import paramiko_proxyfix
+from tests.support import capped
+from tests.scenarios import _client
+fds = set(capped.open_fds())
+for i in range(10):
+    c = _client()
+    c.exec_command("echo hi")[1].read()
+    c.close()
+time.sleep(0.5)
+print(json.dumps({{"zombies": capped.count_zombie_children(),
+    "fds": len(set(capped.open_fds()) - fds),
+    "installed": paramiko_proxyfix.is_installed()}}))
+"""
+    env = {
+        "SCN_HOST": sshd.host, "SCN_PORT": str(sshd.port), "SCN_USER": sshd.username,
+        "SCN_KEY": str(sshd.client_key_path), "SCN_KNOWN_HOSTS": str(sshd.known_hosts_path),
+        "SCN_PROXY": sshd.proxy_command(),
+    }
+    fixed = capped.run_capped(code, 60, {**env, "PARAMIKO_PROXYFIX_DISABLE": ""})
+    broken = capped.run_capped(code, 60, {**env, "PARAMIKO_PROXYFIX_DISABLE": "1"})
+    fixed_data = json.loads(fixed.stdout.splitlines()[-1])
+    broken_data = json.loads(broken.stdout.splitlines()[-1])
+    print("fixed:", fixed_data, "upstream:", broken_data)
+    assert fixed_data == {"zombies": 0, "fds": 0, "installed": True}
+    assert broken_data["zombies"] > 0 and broken_data["fds"] > 0
+
+
+def test_bytes_arrive_exactly(sshd: Sshd, tmp_path) -> None:
+    blob = tmp_path / "blob"
+    blob.write_bytes(os.urandom(8 << 20))
+    expected = hashlib.sha256(blob.read_bytes()).hexdigest()
+    client = sshd.connect(sock=paramiko.ProxyCommand(sshd.proxy_command()))
+    try:
+        assert hashlib.sha256(_exec(client, f"cat {blob}")).hexdigest() == expected
+        # and upward, through the proxy's stdin
+        stdin, stdout, _ = client.exec_command("sha256sum")
+        stdin.write(blob.read_bytes())
+        stdin.channel.shutdown_write()
+        assert stdout.read().split()[0].decode() == expected
+    finally:
+        client.close()
