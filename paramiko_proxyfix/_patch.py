@@ -6,7 +6,7 @@ import logging
 import os
 import threading
 import warnings
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 __all__ = ["SUPPORTED", "install", "is_installed", "unsupported_reason", "uninstall"]
 
@@ -25,10 +25,10 @@ PROXY_ADDED = ("gettimeout",)
 _lock = threading.RLock()
 _MISSING = object()
 #: (class, attribute name) -> what the class itself held before install().
-_saved: Dict[Tuple[type, str], Any] = {}
+_saved: dict[tuple[type, str], Any] = {}
 
 
-def _version() -> Tuple[int, ...]:
+def _version() -> tuple[int, ...]:
     import paramiko
 
     info = getattr(paramiko, "__version_info__", None)
@@ -38,7 +38,7 @@ def _version() -> Tuple[int, ...]:
     return tuple(int(p) if p.isdigit() else 0 for p in parts)
 
 
-def unsupported_reason() -> Optional[str]:
+def unsupported_reason() -> str | None:
     """Why the installed paramiko cannot be patched, or None if it can."""
     try:
         import paramiko
@@ -64,7 +64,7 @@ def unsupported_reason() -> Optional[str]:
     return None
 
 
-def _replacements() -> List[Tuple[type, str, Any]]:
+def _replacements() -> list[tuple[type, str, Any]]:
     from paramiko.packet import Packetizer
     from paramiko.proxy import ProxyCommand
 
@@ -72,7 +72,9 @@ def _replacements() -> List[Tuple[type, str, Any]]:
     from .readloop import make_check_keepalive
 
     ours = vars(ProxyCommandMethods)
-    out = [(ProxyCommand, n, ours[n]) for n in PROXY_METHODS + PROXY_ADDED]
+    out: list[tuple[type, str, Any]] = [
+        (ProxyCommand, n, ours[n]) for n in PROXY_METHODS + PROXY_ADDED
+    ]
     keepalive = vars(Packetizer)["_check_keepalive"]
     out.append((Packetizer, "_check_keepalive", make_check_keepalive(keepalive)))
     return out

@@ -8,14 +8,13 @@ of ``connect()`` unchanged.
 from __future__ import annotations
 
 import signal
-from typing import Optional
 
 from paramiko.ssh_exception import ProxyCommandFailure
 
 __all__ = ["ProxyCommandExited", "ProxyCommandStartError", "ProxyCommandForeign"]
 
 
-def _describe(returncode: Optional[int]) -> str:
+def _describe(returncode: int | None) -> str:
     if returncode is None:
         return "closed its output but is still running"
     if returncode < 0:
@@ -35,10 +34,10 @@ class ProxyCommandExited(ProxyCommandFailure, EOFError):
     """
 
     def __init__(
-        self, command: str, returncode: Optional[int], stderr_tail: str = ""
+        self, command: str, returncode: int | None, stderr_tail: str = ""
     ) -> None:
         self.returncode = returncode
-        self.signal_name: Optional[str] = None
+        self.signal_name: str | None = None
         if returncode is not None and returncode < 0:
             try:
                 self.signal_name = signal.Signals(-returncode).name

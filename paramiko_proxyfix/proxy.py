@@ -8,6 +8,7 @@ reads them still works, and keep everything else on ``self._proxyfix``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
@@ -17,7 +18,7 @@ import socket
 import threading
 import time
 import weakref
-from typing import Any, List, Optional
+from typing import Any
 
 from paramiko.ssh_exception import ProxyCommandFailure
 
@@ -41,7 +42,7 @@ _POLLIN = select.POLLIN | select.POLLPRI
 _ATTR = "_proxyfix"
 
 
-def split_command(command_line: Any) -> List[str]:
+def split_command(command_line: Any) -> list[str]:
     """Split like upstream does (``shlex``, no shell), failing clearly."""
     if not isinstance(command_line, str):
         raise TypeError(
@@ -59,7 +60,7 @@ def split_command(command_line: Any) -> List[str]:
 class ProxyProcess:
     """One running proxy: non-blocking pipes read with poll(), never select()."""
 
-    def __init__(self, argv: List[str], process: Any, own_group: bool) -> None:
+    def __init__(self, argv: list[str], process: Any, own_group: bool) -> None:
         self.argv = argv
         self.command = " ".join(shlex.quote(a) for a in argv)
         self.process = process
@@ -79,13 +80,13 @@ class ProxyProcess:
         self._foreign = False
         self._fds_closed = False
         self._eof = False
-        self._eof_code: Optional[int] = None
+        self._eof_code: int | None = None
         self._rbuf = b""
         self._rpos = 0
         self._tail = bytearray()
         self._out: int = process.stdout.fileno()
         self._in: int = process.stdin.fileno()
-        self._err: Optional[int] = (
+        self._err: int | None = (
             process.stderr.fileno() if process.stderr is not None else None
         )
         for fd in (self._out, self._in, self._err):
@@ -100,13 +101,13 @@ class ProxyProcess:
         registry.add(self)
 
     @classmethod
-    def start(cls, argv: List[str]) -> ProxyProcess:
+    def start(cls, argv: list[str]) -> ProxyProcess:
         process, own_group = spawn(argv)
         return cls(argv, process, own_group)
 
     # -- reading ----------------------------------------------------------
 
-    def recv(self, size: int, timeout: Optional[float]) -> bytes:
+    def recv(self, size: int, timeout: float | None) -> bytes:
         """Up to ``size`` bytes as soon as any are there; ``b""`` at clean EOF."""
         if size <= 0:
             if size < 0:
@@ -124,7 +125,7 @@ class ProxyProcess:
                 return buf[pos:] if pos else buf
             return self._read(size, timeout)
 
-    def _read(self, size: int, timeout: Optional[float]) -> bytes:
+    def _read(self, size: int, timeout: float | None) -> bytes:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             if self._eof or self._closing:
@@ -136,7 +137,7 @@ class ProxyProcess:
             except BlockingIOError:
                 pass
             except OSError as exc:
-                raise ProxyCommandFailure(self.command, exc.strerror) from None
+                raise ProxyCommandFailure(self.command, exc.strerror or str(exc)) from None
             else:
                 if not data:
                     self._eof = True
@@ -181,7 +182,7 @@ class ProxyProcess:
 
     # -- writing ----------------------------------------------------------
 
-    def send(self, data: bytes, timeout: Optional[float]) -> int:
+    def send(self, data: bytes, timeout: float | None) -> int:
         """Write what the pipe takes now; report exactly how much that was."""
         with self._wlock:
             deadline = None if timeout is None else time.monotonic() + timeout
@@ -197,7 +198,7 @@ class ProxyProcess:
                 except BrokenPipeError:
                     raise self._dead("its input is closed (broken pipe)") from None
                 except OSError as exc:
-                    raise ProxyCommandFailure(self.command, exc.strerror) from None
+                    raise ProxyCommandFailure(self.command, exc.strerror or str(exc)) from None
                 else:
                     self.bytes_out += written
                     self.last_io = time.monotonic()
@@ -249,13 +250,13 @@ class ProxyProcess:
 
     # -- process state ----------------------------------------------------
 
-    def exit_status(self) -> Optional[int]:
+    def exit_status(self) -> int | None:
         """The exit status (negative: signal) once the process ended, else None.
 
         It does not reap, so the process group stays ours to signal until
         close() reaps it.
         """
-        code: Optional[int] = self.process.returncode
+        code: int | None = self.process.returncode
         if code is not None:
             return code
         if not _HAVE_WAITID:
@@ -264,14 +265,14 @@ class ProxyProcess:
             info = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
         except ChildProcessError:
             # Reaped by someone else (a SIGCHLD handler): its status is lost.
-            return self.process.poll() or 0  # type: ignore[no-any-return]
+            return self.process.poll() or 0
         if info is None or info.si_pid == 0:
             return None
         if info.si_code == os.CLD_EXITED:
             return info.si_status
         return -info.si_status
 
-    def wait_exit(self, timeout: float) -> Optional[int]:
+    def wait_exit(self, timeout: float) -> int | None:
         """exit_status(), waiting up to ``timeout`` seconds for it."""
         deadline = time.monotonic() + timeout
         delay = 0.0005
@@ -299,7 +300,7 @@ class ProxyProcess:
 
     # -- closing ----------------------------------------------------------
 
-    def close(self, timeout: Optional[float] = None) -> None:
+    def close(self, timeout: float | None = None) -> None:
         """EOF on stdin, SIGTERM, SIGKILL after half the timeout, reap, close pipes.
 
         Safe to call twice, from any thread, and after the process exited.
@@ -352,16 +353,12 @@ class ProxyProcess:
             self._kill_group(sig)
             return
         for pid in [self.pid, *descendants(self.pid)]:
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
-            except (ProcessLookupError, PermissionError):
-                pass
 
     def _kill_group(self, sig: int) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
 
     def _release_pipes(self) -> None:
         # Wait for readers and writers to leave before the descriptors go, so
@@ -392,10 +389,8 @@ class ProxyProcess:
     @staticmethod
     def _close_file(stream: Any) -> None:
         if stream is not None:
-            try:
+            with contextlib.suppress(OSError):
                 stream.close()
-            except OSError:
-                pass
 
     def finalize(self) -> None:
         """Called when the ProxyCommand is garbage-collected or at exit."""
@@ -405,7 +400,7 @@ class ProxyProcess:
 
 def state_of(proxy: Any) -> ProxyProcess:
     """The ProxyProcess of a ProxyCommand, adopting one started before install."""
-    state: Optional[ProxyProcess] = proxy.__dict__.get(_ATTR)
+    state: ProxyProcess | None = proxy.__dict__.get(_ATTR)
     if state is None:
         with _adopt_lock:
             state = proxy.__dict__.get(_ATTR)
@@ -435,7 +430,7 @@ class ProxyCommandMethods:
     def __init__(self, command_line: str) -> None:
         argv = split_command(command_line)
         self.cmd = argv
-        self.timeout: Optional[float] = None
+        self.timeout: float | None = None
         state = ProxyProcess.start(argv)
         self.process = state.process
         self.__dict__[_ATTR] = state
@@ -458,10 +453,10 @@ class ProxyCommandMethods:
     def _closed(self) -> bool:
         return state_of(self).closed
 
-    def settimeout(self, timeout: Optional[float]) -> None:
+    def settimeout(self, timeout: float | None) -> None:
         if timeout is not None and timeout < 0:
             raise ValueError("Timeout value out of range")
         self.timeout = timeout
 
-    def gettimeout(self) -> Optional[float]:
+    def gettimeout(self) -> float | None:
         return self.timeout

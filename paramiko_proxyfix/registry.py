@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Dict, List
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .proxy import ProxyProcess
@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 __all__ = ["add", "close_all", "close_idle", "discard", "live", "proxies"]
 
 _lock = threading.Lock()
-_live: "weakref.WeakSet[ProxyProcess]" = weakref.WeakSet()
+_live: weakref.WeakSet[ProxyProcess] = weakref.WeakSet()
 
 
 def add(proxy: ProxyProcess) -> None:
@@ -26,12 +26,12 @@ def discard(proxy: ProxyProcess) -> None:
         _live.discard(proxy)
 
 
-def live() -> List[ProxyProcess]:
+def live() -> list[ProxyProcess]:
     with _lock:
         return list(_live)
 
 
-def proxies() -> List[Dict[str, Any]]:
+def proxies() -> list[dict[str, Any]]:
     """A snapshot of this process's live proxies, one dict each."""
     now = time.monotonic()
     out = []
@@ -63,7 +63,7 @@ def close_idle(seconds: float) -> int:
     return _close([p for p in live() if p.last_io <= cutoff])
 
 
-def _close(victims: List[ProxyProcess]) -> int:
+def _close(victims: list[ProxyProcess]) -> int:
     for p in victims:
         p.close()
     return len(victims)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from typing import Any, List, Tuple
+from typing import Any
 
 from .errors import ProxyCommandStartError
 
@@ -21,7 +21,7 @@ def has_controlling_tty() -> bool:
     return True
 
 
-def spawn(argv: List[str]) -> Tuple[Any, bool]:
+def spawn(argv: list[str]) -> tuple[Any, bool]:
     """Start the proxy with three pipes and no shell, as upstream does.
 
     Without a terminal (a worker, a service) the proxy gets a session of its
@@ -45,13 +45,13 @@ def spawn(argv: List[str]) -> Tuple[Any, bool]:
     return process, own_group
 
 
-def descendants(pid: int) -> List[int]:
+def descendants(pid: int) -> list[int]:
     """Children, grandchildren... of ``pid``, read from /proc (empty without it)."""
     try:
         entries = os.listdir("/proc")
     except OSError:
         return []
-    children: dict[int, List[int]] = {}
+    children: dict[int, list[int]] = {}
     for name in entries:
         if not name.isdigit():
             continue
@@ -64,7 +64,7 @@ def descendants(pid: int) -> List[int]:
         fields = stat[stat.rfind(b")") + 2 :].split()
         if len(fields) > 1:
             children.setdefault(int(fields[1]), []).append(int(name))
-    found: List[int] = []
+    found: list[int] = []
     stack = [pid]
     while stack:
         for child in children.get(stack.pop(), []):

@@ -73,9 +73,10 @@ def test_identity_before_during_after(restore_install: None) -> None:
         assert value is not before[(cls, name)], name
         if cls is ProxyCommand:
             assert value is ours[name], name
-    assert during[(Packetizer, "_check_keepalive")].__wrapped__ is before[
-        (Packetizer, "_check_keepalive")
-    ]
+    assert (
+        during[(Packetizer, "_check_keepalive")].__wrapped__
+        is before[(Packetizer, "_check_keepalive")]
+    )
     assert paramiko_proxyfix.uninstall() is True
     after = snapshot()
     for key, value in after.items():
@@ -138,10 +139,14 @@ def test_disable_env_makes_import_a_no_op() -> None:
 @pytest.mark.parametrize(
     "breakage, expected",
     [
-        ("paramiko.__version_info__ = (2, 11, 0); paramiko.__version__ = '2.11.0'",
-         "paramiko 2.11.0 is not supported"),
-        ("paramiko.__version_info__ = (6, 0, 0); paramiko.__version__ = '6.0.0'",
-         "paramiko 6.0.0 is not supported"),
+        (
+            "paramiko.__version_info__ = (2, 11, 0); paramiko.__version__ = '2.11.0'",
+            "paramiko 2.11.0 is not supported",
+        ),
+        (
+            "paramiko.__version_info__ = (6, 0, 0); paramiko.__version__ = '6.0.0'",
+            "paramiko 6.0.0 is not supported",
+        ),
         ("del ProxyCommand.settimeout", "missing: settimeout"),
         ("del Packetizer._check_keepalive", "missing: Packetizer._check_keepalive"),
     ],

@@ -223,7 +223,9 @@ def test_upstream_send_blocks_forever_on_a_stalled_proxy() -> None:
 
 
 def test_send_to_a_dead_proxy_raises_the_rich_failure(proxies: list) -> None:
-    p = start(proxies, py("import sys; sys.stderr.write('bastion says no\\n'); sys.exit(7)"))
+    p = start(
+        proxies, py("import sys; sys.stderr.write('bastion says no\\n'); sys.exit(7)")
+    )
     p.settimeout(5)
     state_of(p).wait_exit(5)
     with pytest.raises(paramiko_proxyfix.ProxyCommandExited) as info:
@@ -256,7 +258,9 @@ def test_stderr_flood_never_blocks_and_tail_is_bounded(
 
 
 def test_upstream_blocks_on_a_stderr_flood() -> None:
-    flood = py("import os\nfor i in range(64): os.write(2, b'e' * 65536)\nos.write(1, b'ok')")
+    flood = py(
+        "import os\nfor i in range(64): os.write(2, b'e' * 65536)\nos.write(1, b'ok')"
+    )
     result = capped.run_capped(
         "import paramiko_proxyfix, paramiko\n"
         "paramiko_proxyfix.uninstall()\n"
@@ -268,7 +272,9 @@ def test_upstream_blocks_on_a_stderr_flood() -> None:
         "    print('error', type(e).__name__)\n",
         timeout=10,
     )
-    assert "error timeout" in result.stdout or "error TimeoutError" in result.stdout, result
+    assert "error timeout" in result.stdout or "error TimeoutError" in result.stdout, (
+        result
+    )
 
 
 # -- 7. close ------------------------------------------------------------------
@@ -277,7 +283,11 @@ def test_upstream_blocks_on_a_stderr_flood() -> None:
 def test_close_reaps_and_closes_all_three_pipes(proxies: list) -> None:
     p = start(proxies, "cat")
     pid = p.process.pid
-    fds = [p.process.stdin.fileno(), p.process.stdout.fileno(), p.process.stderr.fileno()]
+    fds = [
+        p.process.stdin.fileno(),
+        p.process.stdout.fileno(),
+        p.process.stderr.fileno(),
+    ]
     assert not p.closed
     p.close()
     assert p.closed and p.process.returncode is not None
@@ -285,7 +295,8 @@ def test_close_reaps_and_closes_all_three_pipes(proxies: list) -> None:
     assert all(f.closed for f in (p.process.stdin, p.process.stdout, p.process.stderr))
     open_now = capped.open_fds()
     assert not set(fds) & set(open_now) or all(
-        os.readlink(f"/proc/self/fd/{fd}").find(str(pid)) < 0 for fd in set(fds) & set(open_now)
+        os.readlink(f"/proc/self/fd/{fd}").find(str(pid)) < 0
+        for fd in set(fds) & set(open_now)
     )
     p.close()  # idempotent
 
@@ -315,8 +326,10 @@ def test_close_timeout_is_configurable(proxies: list) -> None:
     try:
         p = start(
             proxies,
-            py("import signal,time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-               "print('r', flush=True); time.sleep(60)"),
+            py(
+                "import signal,time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                "print('r', flush=True); time.sleep(60)"
+            ),
         )
         p.settimeout(5)
         p.recv(1)
@@ -377,7 +390,9 @@ def test_upstream_close_leaves_zombie_and_pipes() -> None:
 
 
 @pytest.mark.parametrize("blocked_in", ["recv", "send"])
-def test_close_from_another_thread_while_blocked(proxies: list, blocked_in: str) -> None:
+def test_close_from_another_thread_while_blocked(
+    proxies: list, blocked_in: str
+) -> None:
     p = start(proxies, SILENT)
     outcome: list[object] = []
 
@@ -388,7 +403,7 @@ def test_close_from_another_thread_while_blocked(proxies: list, blocked_in: str)
             else:
                 while True:
                     p.send(b"x" * 65536)
-        except BaseException as exc:  # noqa: BLE001 - we inspect it below
+        except BaseException as exc:
             outcome.append(exc)
 
     t = threading.Thread(target=worker)
@@ -419,7 +434,7 @@ def test_close_with_many_threads_racing(proxies: list) -> None:
                 p.recv(3)
             except (socket.timeout, ProxyCommandFailure):
                 pass
-            except BaseException as exc:  # noqa: BLE001
+            except BaseException as exc:
                 errors.append(exc)
                 return
             if p.closed:
@@ -485,7 +500,8 @@ def test_every_byte_written_before_exit_arrives(proxies: list, status: int) -> N
         proxies,
         py(
             "import hashlib,os,sys\n"
-            "data = b''.join(hashlib.sha256(b'%d' % i).digest() for i in range(131072))\n"
+            "data = b''.join(hashlib.sha256(b'%d' % i).digest()\n"
+            "               for i in range(131072))\n"
             f"os.write(1, data); sys.exit({status})"
         ),
     )

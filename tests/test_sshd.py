@@ -36,7 +36,9 @@ def scenario(sshd: Sshd, name: str, fixed: bool, cap: float = 15, **env: str) ->
         "PARAMIKO_PROXYFIX_DISABLE": "" if fixed else "1",
         **env,
     }
-    result = capped.run_capped(f"from tests.scenarios import {name}; {name}()", cap, full)
+    result = capped.run_capped(
+        f"from tests.scenarios import {name}; {name}()", cap, full
+    )
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     data = json.loads(lines[-1]) if lines else None
     if data is not None:
@@ -92,7 +94,9 @@ def test_failing_proxy_fails_connect_with_its_own_words(sshd: Sshd) -> None:
 def test_read_loop_ends_when_a_grandchild_holds_the_pipe(sshd: Sshd) -> None:
     holder = "sleep 600 & exec " + sshd.proxy_command()
     command = shlex.join(["sh", "-c", holder])
-    result, data = scenario(sshd, "grandchild_holds_pipe", fixed=True, SCN_PROXY=command)
+    result, data = scenario(
+        sshd, "grandchild_holds_pipe", fixed=True, SCN_PROXY=command
+    )
     assert data is not None, result
     assert data["detect"] is not None and data["detect"] < 0.5, data
     assert data["cpu"] < 0.05, data
@@ -152,7 +156,7 @@ def test_connect_exec_close_cycles_leak_nothing(sshd: Sshd) -> None:
 
 
 def test_cycles_leak_without_the_fix(sshd: Sshd) -> None:
-    code = f"""
+    code = """
 import json, os, paramiko, signal, time
 import paramiko_proxyfix
 from tests.support import capped
@@ -163,13 +167,16 @@ for i in range(10):
     c.exec_command("echo hi")[1].read()
     c.close()
 time.sleep(0.5)
-print(json.dumps({{"zombies": capped.count_zombie_children(),
+print(json.dumps({"zombies": capped.count_zombie_children(),
     "fds": len(set(capped.open_fds()) - fds),
-    "installed": paramiko_proxyfix.is_installed()}}))
+    "installed": paramiko_proxyfix.is_installed()}))
 """
     env = {
-        "SCN_HOST": sshd.host, "SCN_PORT": str(sshd.port), "SCN_USER": sshd.username,
-        "SCN_KEY": str(sshd.client_key_path), "SCN_KNOWN_HOSTS": str(sshd.known_hosts_path),
+        "SCN_HOST": sshd.host,
+        "SCN_PORT": str(sshd.port),
+        "SCN_USER": sshd.username,
+        "SCN_KEY": str(sshd.client_key_path),
+        "SCN_KNOWN_HOSTS": str(sshd.known_hosts_path),
         "SCN_PROXY": sshd.proxy_command(),
     }
     fixed = capped.run_capped(code, 60, {**env, "PARAMIKO_PROXYFIX_DISABLE": ""})

@@ -1,0 +1,155 @@
+"""Fast end-to-end checks: an in-process SSH server and the test proxies.
+
+The real-parts versions (OpenSSH, ``ssh -W``) are in test_sshd.py; these run
+in a second or two and cover proxies that misbehave in ways ssh does not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import signal
+import time
+
+import paramiko
+import pytest
+
+import paramiko_proxyfix
+from paramiko_proxyfix.proxy import state_of
+from tests.support import capped, proxy_cmd
+from tests.support.fakeserver import FakeServer, blob_bytes
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def wait_inactive(transport: paramiko.Transport, cap: float = 5.0) -> float:
+    t0 = time.monotonic()
+    while transport.is_active():
+        assert time.monotonic() - t0 < cap, "transport still active"
+        time.sleep(0.001)
+    return time.monotonic() - t0
+
+
+def test_relay_carries_exact_bytes_both_ways(fake_server: FakeServer) -> None:
+    sock = paramiko.ProxyCommand(proxy_cmd("relay", fake_server.host, fake_server.port))
+    client = fake_server.connect(sock=sock)
+    try:
+        _, stdout, _ = client.exec_command("blob 3000000 s1")
+        assert (
+            hashlib.sha256(stdout.read()).digest()
+            == hashlib.sha256(blob_bytes(3000000, "s1")).digest()
+        )
+        stdin, stdout, _ = client.exec_command("sha256")
+        payload = blob_bytes(2000000, "up")
+        stdin.write(payload)
+        stdin.channel.shutdown_write()
+        assert stdout.read().strip().decode() == hashlib.sha256(payload).hexdigest()
+    finally:
+        client.close()
+    assert capped.proc_state(sock.process.pid) is None
+
+
+def test_relay_dying_mid_transfer_raises_with_its_status(
+    fake_server: FakeServer,
+) -> None:
+    sock = paramiko.ProxyCommand(
+        proxy_cmd(
+            "relay",
+            fake_server.host,
+            fake_server.port,
+            "--die-after-bytes",
+            200000,
+            "--exit-status",
+            42,
+            "--stderr",
+            "relay gave up",
+        )
+    )
+    client = fake_server.connect(sock=sock)
+    try:
+        _, stdout, _ = client.exec_command("blob 10000000 s2")
+        assert len(stdout.read()) < 10000000  # the channel ends early, no hang
+        transport = client.get_transport()
+        wait_inactive(transport)
+        exc = transport.get_exception()
+        assert isinstance(exc, paramiko_proxyfix.ProxyCommandExited), repr(exc)
+        assert exc.returncode == 42 and "relay gave up" in exc.stderr_tail
+    finally:
+        client.close()
+
+
+def test_proxy_that_closes_stdout_but_lives_on() -> None:
+    sock = paramiko.ProxyCommand(proxy_cmd("close_stdout_live", "--seconds", 60))
+    pid = sock.process.pid
+    transport = paramiko.Transport(sock)
+    t0 = time.monotonic()
+    with pytest.raises(paramiko.SSHException):
+        transport.start_client(timeout=10)
+    assert time.monotonic() - t0 < 2  # EOF, not the banner timeout
+    transport.close()
+    assert capped.proc_state(pid) is None  # killed and reaped although alive
+
+
+def test_proxy_ignoring_sigterm_is_killed_on_close(fake_server: FakeServer) -> None:
+    sock = paramiko.ProxyCommand(
+        proxy_cmd("ignore_term", fake_server.host, fake_server.port)
+    )
+    client = fake_server.connect(sock=sock)
+    t0 = time.monotonic()
+    client.close()
+    took = time.monotonic() - t0
+    assert sock.process.returncode == -signal.SIGKILL
+    assert took < paramiko_proxyfix.config.current().close_timeout + 0.5
+    assert capped.proc_state(sock.process.pid) is None
+
+
+def test_processes_the_proxy_started_die_with_it(fake_server: FakeServer) -> None:
+    sock = paramiko.ProxyCommand(
+        proxy_cmd("with_child", fake_server.host, fake_server.port)
+    )
+    client = fake_server.connect(sock=sock)
+    state = state_of(sock)
+    deadline = time.monotonic() + 5
+    while "child-pid=" not in state.stderr_tail() and time.monotonic() < deadline:
+        client.exec_command("echo x")[1].read()  # keeps recv, and so stderr, draining
+    child = int(re.search(r"child-pid=(\d+)", state.stderr_tail()).group(1))
+    assert capped.proc_state(child) not in (None, "Z")
+    client.close()
+    assert capped.wait_gone([child], 2) == []
+
+
+def test_stderr_flood_before_relaying_does_not_block(fake_server: FakeServer) -> None:
+    sock = paramiko.ProxyCommand(
+        proxy_cmd(
+            "stderr_flood", fake_server.host, fake_server.port, "--bytes", 4 << 20
+        )
+    )
+    client = fake_server.connect(sock=sock, timeout=20)
+    try:
+        _, stdout, _ = client.exec_command("echo through")
+        assert stdout.read() == b"through\n"
+        assert (
+            len(state_of(sock).stderr_tail())
+            <= paramiko_proxyfix.config.current().stderr_tail
+        )
+    finally:
+        client.close()
+
+
+def test_grandchild_holding_the_pipe_does_not_keep_the_transport(
+    fake_server: FakeServer,
+) -> None:
+    sock = paramiko.ProxyCommand(
+        proxy_cmd("grandchild_holds_pipe", fake_server.host, fake_server.port)
+    )
+    client = fake_server.connect(sock=sock)
+    transport = client.get_transport()
+    try:
+        os.kill(sock.process.pid, signal.SIGKILL)
+        assert wait_inactive(transport) < 1
+    finally:
+        client.close()
+    grandchild = re.search(r"grandchild-pid=(\d+)", state_of(sock).stderr_tail())
+    if grandchild:  # it stayed in the proxy's process group: close() got it
+        assert capped.wait_gone([int(grandchild.group(1))], 2) == []
