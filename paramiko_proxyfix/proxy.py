@@ -137,7 +137,9 @@ class ProxyProcess:
             except BlockingIOError:
                 pass
             except OSError as exc:
-                raise ProxyCommandFailure(self.command, exc.strerror or str(exc)) from None
+                raise ProxyCommandFailure(
+                    self.command, exc.strerror or str(exc)
+                ) from None
             else:
                 if not data:
                     self._eof = True
@@ -198,7 +200,9 @@ class ProxyProcess:
                 except BrokenPipeError:
                     raise self._dead("its input is closed (broken pipe)") from None
                 except OSError as exc:
-                    raise ProxyCommandFailure(self.command, exc.strerror or str(exc)) from None
+                    raise ProxyCommandFailure(
+                        self.command, exc.strerror or str(exc)
+                    ) from None
                 else:
                     self.bytes_out += written
                     self.last_io = time.monotonic()

@@ -92,7 +92,7 @@ def test_failing_proxy_fails_connect_with_its_own_words(sshd: Sshd) -> None:
 
 
 def test_read_loop_ends_when_a_grandchild_holds_the_pipe(sshd: Sshd) -> None:
-    holder = "sleep 600 & exec " + sshd.proxy_command()
+    holder = "sleep 6001 & exec " + sshd.proxy_command()
     command = shlex.join(["sh", "-c", holder])
     result, data = scenario(
         sshd, "grandchild_holds_pipe", fixed=True, SCN_PROXY=command
@@ -103,6 +103,8 @@ def test_read_loop_ends_when_a_grandchild_holds_the_pipe(sshd: Sshd) -> None:
     result, data = scenario(
         sshd, "grandchild_holds_pipe", fixed=False, cap=8, SCN_PROXY=command
     )
+    # upstream's close() signals only the proxy: the holder outlives it
+    capped.kill_pids(capped.proxy_processes("sleep 6001"))
     assert data is not None and data["detect"] is None, (result, data)
 
 

@@ -1,0 +1,1 @@
+"""Test suite for paramiko-proxyfix (a package so helpers import as tests.support)."""

@@ -1,0 +1,52 @@
+"""Fixtures: a real sshd (session), an in-process SSH server, leak checks."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support import capped
+from tests.support.fakeserver import FakeServer
+from tests.support.sshd import MISSING_HINT, SSHD_BIN, Sshd
+
+capped.mark_session()
+
+
+@pytest.fixture(scope="session")
+def sshd() -> Iterator[Sshd]:
+    """A real OpenSSH server on 127.0.0.1; fails (never skips) if not installed."""
+    if not os.path.exists(SSHD_BIN):
+        pytest.fail(MISSING_HINT, pytrace=False)
+    server = Sshd().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def fake_server() -> Iterator[FakeServer]:
+    """An in-process SSH server, stopped (threads joined) after the test."""
+    server = FakeServer()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(autouse=True)
+def no_stray_processes() -> Iterator[None]:
+    """Fail a test that leaves processes behind (after killing them).
+
+    Processes already ending get 3 s; zombies are not counted here (tests
+    about reaping count them with capped.count_zombie_children()).
+    """
+    before = set(capped.stray_processes())
+    yield
+    left = capped.wait_gone(set(capped.stray_processes()) - before, timeout=3.0)
+    if left:
+        described = [f"{pid}: {capped.cmdline(pid)}" for pid in left]
+        capped.kill_pids(left)
+        pytest.fail("test left processes running:\n" + "\n".join(described))

@@ -1,0 +1,25 @@
+"""Helpers shared by the tests: a real sshd, an in-process SSH server, proxies.
+
+Kept free of paramiko_proxyfix imports so the infrastructure can be checked
+against upstream paramiko alone.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+TESTS_DIR = Path(__file__).resolve().parent.parent
+REPO_ROOT = TESTS_DIR.parent
+PROXIES_DIR = TESTS_DIR / "proxies"
+
+
+def proxy_script(name: str) -> str:
+    """Absolute path of a proxy program in tests/proxies (``name`` w/o .py)."""
+    return str(PROXIES_DIR / f"{name}.py")
+
+
+def proxy_cmd(name: str, *args: object) -> str:
+    """Command line (a string, as ProxyCommand wants) running a test proxy."""
+    return shlex.join([sys.executable, proxy_script(name), *map(str, args)])
