@@ -6,10 +6,12 @@ connection terminates and reaps its proxy. Set ``PARAMIKO_PROXYFIX_DISABLE=1``
 to make the import do nothing.
 """
 
+import sys
+
 from ._patch import install, is_installed, uninstall
 from .config import configure
 from .errors import ProxyCommandExited, ProxyCommandForeign, ProxyCommandStartError
-from .registry import close_all, close_idle, proxies
+from .registry import close_all, close_idle, proxies, set_idle_timeout
 
 __version__ = "0.1.0"
 
@@ -24,7 +26,13 @@ __all__ = [
     "install",
     "is_installed",
     "proxies",
+    "set_idle_timeout",
     "uninstall",
 ]
 
 install()
+
+# A Celery worker imports celery before the task modules that import this
+# package: connect its worker signals then, so no second line is needed.
+if "celery" in sys.modules:
+    from . import celery as _celery  # noqa: F401

@@ -43,10 +43,11 @@ class ProxyCommandExited(ProxyCommandFailure, EOFError):
                 self.signal_name = signal.Signals(-returncode).name
             except ValueError:
                 self.signal_name = f"signal {-returncode}"
-        self.stderr_tail = stderr_tail
+        # ssh writes CRLF line ends to stderr; keep messages to plain lines
+        self.stderr_tail = stderr_tail.replace("\r\n", "\n")
         error = _describe(returncode)
-        if stderr_tail.strip():
-            error += f"; stderr: {stderr_tail.strip()}"
+        if self.stderr_tail.strip():
+            error += f"; stderr: {self.stderr_tail.strip()}"
         super().__init__(command, error)
 
     def __str__(self) -> str:

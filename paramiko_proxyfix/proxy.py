@@ -9,12 +9,14 @@ reads them still works, and keep everything else on ``self._proxyfix``.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import select
 import shlex
 import signal
 import socket
+import sys
 import threading
 import time
 import weakref
@@ -36,10 +38,48 @@ CHUNK = 65536
 #: Longest single wait, so a close() from another thread is seen promptly even
 #: when a stray grandchild keeps the pipe open.
 SLICE = 0.25
+#: A pipe found full grows to this, so a fast proxy runs ahead of us instead
+#: of stalling every 64 KiB; it shrinks back once the connection is idle.
+BIG_PIPE = 1 << 20
+#: Idle seconds before a grown pipe shrinks back.
+SHRINK_AFTER = 1.0
+#: Bytes all grown pipes of this process may add. Pipe pages count against a
+#: per-user budget (fs/pipe-user-pages-soft, 64 MiB by default); past it, an
+#: unprivileged user gets two-page pipes in every new process.
+GROW_BUDGET = 16 << 20
+
+# Pipe sizes can only be changed on Linux; Python 3.9 lacks the names.
+_RESIZABLE = sys.platform.startswith("linux")
+_F_SETPIPE_SZ: int = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+_F_GETPIPE_SZ: int = getattr(fcntl, "F_GETPIPE_SZ", 1032)
 
 _HAVE_WAITID = hasattr(os, "waitid") and hasattr(os, "WNOWAIT")
+# The proxies with grown pipes, to keep all of them within GROW_BUDGET.
+_grown_lock = threading.Lock()
+_grown_owners: weakref.WeakSet[ProxyProcess] = weakref.WeakSet()
+
+
+def _forget_grown_in_child() -> None:
+    # A lock held by another thread of the parent would stay held; the
+    # inherited proxies are the parent's.
+    global _grown_lock, _grown_owners
+    _grown_lock = threading.Lock()
+    _grown_owners = weakref.WeakSet()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_grown_in_child)
 _POLLIN = select.POLLIN | select.POLLPRI
 _ATTR = "_proxyfix"
+
+
+def _ms(seconds: float) -> int:
+    """A poll() timeout: milliseconds rounded up, but not for float noise.
+
+    Python rounds 100.00000000000001 ms up to 101: every idle tick of the
+    transport would last 0.1 s plus a millisecond.
+    """
+    return max(0, int(seconds * 1000.0 + 0.999))
 
 
 def split_command(command_line: Any) -> list[str]:
@@ -98,6 +138,13 @@ class ProxyProcess:
             self._rpoll.register(self._err, _POLLIN)
         self._wpoll = select.poll()
         self._wpoll.register(self._in, select.POLLOUT)
+        self._probe = select.poll()
+        self._probe.register(self._out, _POLLIN)
+        # Pipes grown while busy: descriptor -> the size to shrink back to.
+        self._grown: dict[int, int] = {}
+        self._grow_after = 0.0
+        self._dry = False
+        self._next_exit_check = 0.0
         registry.add(self)
 
     @classmethod
@@ -115,60 +162,109 @@ class ProxyProcess:
             return b""
         with self._rlock:
             buf = self._rbuf
-            if buf:
-                pos = self._rpos
-                end = pos + size
-                if end < len(buf):
-                    self._rpos = end
-                    return buf[pos:end]
-                self._rbuf = b""
-                return buf[pos:] if pos else buf
-            return self._read(size, timeout)
+            if not buf:
+                return self._read(size, timeout)
+            pos = self._rpos
+            end = pos + size
+            if end < len(buf):
+                self._rpos = end
+                return buf[pos:end]
+            self._rbuf = b""
+            rest = buf[pos:] if pos else buf
+            if end == len(buf) or self._eof or self._closing or self._foreign:
+                return rest
+            # Short of ``size`` (the transport asks for a packet at a time):
+            # add what the pipe holds now rather than return short and be
+            # called again.
+            try:
+                data = os.read(self._out, CHUNK)
+            except OSError:  # nothing yet; an error shows on the next call
+                return rest
+            if not data:
+                self._eof = True
+                return rest
+            return rest + self._took(data, size - len(rest))
+
+    def _took(self, data: bytes, size: int) -> bytes:
+        """Account for bytes read; keep what exceeds ``size`` for later."""
+        n = len(data)
+        self.bytes_in += n
+        self.last_io = time.monotonic()
+        if n >= CHUNK and self._out not in self._grown:
+            # A full read: the proxy is ahead of us and blocks on the pipe.
+            self._grow(self._out)
+        if n > size:
+            self._rbuf = data
+            self._rpos = size
+            return data[:size]
+        return data
 
     def _read(self, size: int, timeout: float | None) -> bytes:
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline: float | None = None
+        # An idle connection is asked every 0.1 s: after a timeout, wait in
+        # poll() straight away instead of trying a read that fails.
+        try_read = not self._dry
         while True:
             if self._eof or self._closing:
                 return self._at_eof()
             if self._foreign:
                 raise ProxyCommandForeign(self.command, self.owner_pid)
-            try:
-                data = os.read(self._out, size if size > CHUNK else CHUNK)
-            except BlockingIOError:
-                pass
-            except OSError as exc:
-                raise ProxyCommandFailure(
-                    self.command, exc.strerror or str(exc)
-                ) from None
-            else:
-                if not data:
-                    self._eof = True
-                    return self._at_eof()
-                self.bytes_in += len(data)
-                self.last_io = time.monotonic()
-                if len(data) > size:
-                    self._rbuf = data
-                    self._rpos = size
-                    return data[:size]
-                return data
-            wait = SLICE
-            if deadline is not None:
-                wait = min(wait, deadline - time.monotonic())
-                if wait <= 0:
-                    # Nothing to read and time is up: a proxy that has exited
-                    # while a grandchild holds its pipe is EOF, not a timeout.
-                    if self.exit_status() is not None:
+            if try_read:
+                try:
+                    data = os.read(self._out, size if size > CHUNK else CHUNK)
+                except BlockingIOError:
+                    pass
+                except OSError as exc:
+                    raise ProxyCommandFailure(
+                        self.command, exc.strerror or str(exc)
+                    ) from None
+                else:
+                    self._dry = False
+                    if not data:
                         self._eof = True
                         return self._at_eof()
-                    raise socket.timeout("timed out")
-            events = self._rpoll.poll(wait * 1000.0)
+                    return self._took(data, size)
+            # The deadline starts at the first wait: reads that succeed at
+            # once, the common case, never look at the clock.
+            now = time.monotonic()
+            if deadline is None and timeout is not None:
+                deadline = now + timeout
+            wait = SLICE
+            if deadline is not None:
+                wait = min(wait, deadline - now)
+                # Time is up, but only once the pipe was looked at: by a read
+                # or, when the last call found it dry, by a poll(0).
+                if wait <= 0 and try_read:
+                    return self._timed_out()
+            try_read = True
+            events = self._rpoll.poll(_ms(wait))
             if not events:
-                if deadline is None and self.exit_status() is not None:
-                    self._eof = True
+                try_read = False
+                if deadline is None:
+                    if self.exit_status() is not None:
+                        self._eof = True
+                elif time.monotonic() >= deadline:
+                    return self._timed_out()
                 continue
             for fd, _ in events:
                 if fd == self._err:
                     self._drain_stderr()
+
+    def _timed_out(self) -> bytes:
+        """Nothing arrived in time: EOF if the proxy is gone, else a timeout."""
+        # A proxy that exited while a grandchild holds its pipe is EOF. Its
+        # status is asked at most once a SLICE: an idle connection times out
+        # ten times a second.
+        now = time.monotonic()
+        if now >= self._next_exit_check:
+            self._next_exit_check = now + SLICE
+            if self.exit_status() is not None:
+                self._eof = True
+                return self._at_eof()
+        if self._grown and now - self.last_io > SHRINK_AFTER:
+            self._shrink()
+        self._dry = True
+        raise socket.timeout("timed out")
 
     def _at_eof(self) -> bytes:
         """EOF: ``b""`` for a clean exit, else the exit status and stderr."""
@@ -187,32 +283,90 @@ class ProxyProcess:
     def send(self, data: bytes, timeout: float | None) -> int:
         """Write what the pipe takes now; report exactly how much that was."""
         with self._wlock:
-            deadline = None if timeout is None else time.monotonic() + timeout
+            deadline: float | None = None
             while True:
                 if self._closing:
-                    raise ProxyCommandFailure(self.command, "the proxy was closed")
+                    raise self._closed_error()
                 if self._foreign:
                     raise ProxyCommandForeign(self.command, self.owner_pid)
                 try:
                     written = os.write(self._in, data)
                 except BlockingIOError:
-                    pass
+                    written = 0
                 except BrokenPipeError:
+                    if self._closing:  # our own close() ended it: not a failure
+                        raise self._closed_error() from None
                     raise self._dead("its input is closed (broken pipe)") from None
                 except OSError as exc:
                     raise ProxyCommandFailure(
                         self.command, exc.strerror or str(exc)
                     ) from None
-                else:
+                # A full pipe: the proxy reads slower than we write. Grown,
+                # it takes the rest at once.
+                full = written < len(data) and self._in not in self._grown
+                if full and self._grow(self._in) and not written:
+                    continue
+                if written or not data:
                     self.bytes_out += written
                     self.last_io = time.monotonic()
                     return written
+                now = time.monotonic()
+                if deadline is None and timeout is not None:
+                    deadline = now + timeout
                 wait = SLICE
                 if deadline is not None:
-                    wait = min(wait, deadline - time.monotonic())
+                    wait = min(wait, deadline - now)
                     if wait <= 0:
                         raise socket.timeout("timed out")
-                self._wpoll.poll(wait * 1000.0)
+                self._wpoll.poll(_ms(wait))
+
+    # -- pipe sizes -------------------------------------------------------
+
+    def _grow(self, fd: int) -> bool:
+        """Let a busy pipe hold BIG_PIPE bytes, within GROW_BUDGET."""
+        now = time.monotonic()
+        if not _RESIZABLE or now < self._grow_after:
+            return False
+        with _grown_lock:
+            live = (p for p in _grown_owners if not (p._closing or p._fds_closed))
+            used = sum(len(p._grown) for p in live)
+            try:
+                if used * BIG_PIPE >= GROW_BUDGET:
+                    raise OSError("over this process's budget")
+                size = fcntl.fcntl(fd, _F_GETPIPE_SZ)
+                if size < BIG_PIPE:
+                    fcntl.fcntl(fd, _F_SETPIPE_SZ, BIG_PIPE)
+            except OSError:
+                # Over a budget (ours, or the user's: EPERM): not again soon.
+                self._grow_after = now + SHRINK_AFTER
+                return False
+            self._grown[fd] = size
+            _grown_owners.add(self)
+        return True
+
+    def _shrink(self) -> None:
+        """Give grown pipes back their normal size (called with _rlock held)."""
+        with _grown_lock:
+            for fd, size in list(self._grown.items()):
+                # stdin: not while a writer is at work (it is not idle then),
+                # nor once close() may have closed it (it does so under _wlock).
+                stdin = fd == self._in
+                if stdin and not self._wlock.acquire(blocking=False):
+                    continue
+                try:
+                    if not (stdin and self._closing):
+                        fcntl.fcntl(fd, _F_SETPIPE_SZ, size)
+                        del self._grown[fd]
+                except OSError:
+                    pass  # EBUSY: it holds more than that; retry when idle again
+                finally:
+                    if stdin:
+                        self._wlock.release()
+            if not self._grown:
+                _grown_owners.discard(self)
+
+    def _closed_error(self) -> ProxyCommandFailure:
+        return ProxyCommandFailure(self.command, "the proxy was closed")
 
     def _dead(self, what: str) -> ProxyCommandFailure:
         code = self.wait_exit(current().eof_grace)
@@ -292,11 +446,16 @@ class ProxyProcess:
 
     def pending_output(self) -> bool:
         """Whether unread output is buffered here or waiting in the pipe."""
-        if self._rbuf or self._fds_closed:
-            return bool(self._rbuf)
-        probe = select.poll()
-        probe.register(self._out, _POLLIN)
-        return any(ev & _POLLIN for _, ev in probe.poll(0))
+        if self._rbuf:
+            return True
+        if not self._rlock.acquire(blocking=False):
+            return True  # a reader is at work and will see what is there
+        try:
+            if self._fds_closed or self._eof:
+                return False
+            return any(ev & _POLLIN for _, ev in self._probe.poll(0))
+        finally:
+            self._rlock.release()
 
     @property
     def closed(self) -> bool:
@@ -309,24 +468,35 @@ class ProxyProcess:
 
         Safe to call twice, from any thread, and after the process exited.
         """
+        if not self.begin_close():
+            self._done.wait(current().close_timeout + 2 * SLICE)
+            return
+        self.finish_close(current().close_timeout if timeout is None else timeout)
+
+    def begin_close(self) -> bool:
+        """Mark closing, EOF on stdin; True for the one caller that must finish.
+
+        Split from close() so that registry.close_all() can signal every proxy
+        before it waits for any.
+        """
         with self._state_lock:
             first = not self._closing
             self._closing = True
-        if not first:
-            self._done.wait(current().close_timeout + 2 * SLICE)
-            return
+        # A well-behaved proxy (ssh -W) exits by itself on EOF.
+        if first and not self._foreign and self._wlock.acquire(blocking=False):
+            try:
+                self._close_file(self.process.stdin)
+            finally:
+                self._wlock.release()
+        return first
+
+    def finish_close(self, timeout: float) -> None:
+        """After begin_close(): signal, reap within ``timeout``, close the pipes."""
         try:
             if self._foreign:
                 self.release_inherited()
                 return
-            total = current().close_timeout if timeout is None else timeout
-            # A well-behaved proxy (ssh -W) exits by itself on EOF.
-            if self._wlock.acquire(blocking=False):
-                try:
-                    self._close_file(self.process.stdin)
-                finally:
-                    self._wlock.release()
-            self.terminate(total)
+            self.terminate(timeout)
             self._release_pipes()
         finally:
             registry.discard(self)
@@ -378,16 +548,24 @@ class ProxyProcess:
     def release_inherited(self) -> None:
         """In a forked child: drop our copies of the pipes, signal nothing.
 
-        Takes no lock: after fork, a lock held by another thread of the parent
-        would stay held forever.
+        Takes no lock and replaces them all: a lock held by another thread of
+        the parent at fork (the transport thread sits in recv) would stay held
+        forever. Later use raises ProxyCommandForeign instead of blocking or
+        returning the parent's buffered bytes.
         """
         self._foreign = True
-        self._closing = True
         self._fds_closed = True
+        self._eof = False  # the parent's EOF: here, any use is foreign
+        self._rbuf = b""
+        self._rlock = threading.Lock()
+        self._wlock = threading.Lock()
+        self._errlock = threading.Lock()
+        self._state_lock = threading.Lock()
         for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
             self._close_file(stream)
         # The child never reaps the parent's process.
         self.process.returncode = -1
+        self._done = threading.Event()
         self._done.set()
 
     @staticmethod

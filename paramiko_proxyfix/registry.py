@@ -1,16 +1,44 @@
-"""The live proxies of this process, held weakly."""
+"""The live proxies of this process, held weakly, and what ends them.
+
+- fork: the child releases every inherited proxy (closes its copies of the
+  pipes, signals nothing) and starts from an empty registry;
+- exit: atexit closes this process's proxies, all at once;
+- idle: with an idle timeout set, a daemon thread closes proxies that had no
+  I/O for that long.
+"""
 
 from __future__ import annotations
 
+import atexit
+import logging
+import os
+import signal
 import threading
 import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from .config import _env_float, current
+from .spawn import forked_for_exec
+
 if TYPE_CHECKING:
     from .proxy import ProxyProcess
 
-__all__ = ["add", "close_all", "close_idle", "discard", "live", "proxies"]
+__all__ = [
+    "add",
+    "close_all",
+    "close_idle",
+    "discard",
+    "forget_inherited",
+    "idle_timeout",
+    "live",
+    "proxies",
+    "set_idle_timeout",
+]
+
+log = logging.getLogger("paramiko_proxyfix")
+
+IDLE_ENV = "PARAMIKO_PROXYFIX_IDLE_TIMEOUT"
 
 _lock = threading.Lock()
 _live: weakref.WeakSet[ProxyProcess] = weakref.WeakSet()
@@ -19,6 +47,8 @@ _live: weakref.WeakSet[ProxyProcess] = weakref.WeakSet()
 def add(proxy: ProxyProcess) -> None:
     with _lock:
         _live.add(proxy)
+    if _idle_timeout is not None:
+        _ensure_reaper()
 
 
 def discard(proxy: ProxyProcess) -> None:
@@ -27,8 +57,10 @@ def discard(proxy: ProxyProcess) -> None:
 
 
 def live() -> list[ProxyProcess]:
+    """This process's live proxies; never one that a parent process owns."""
+    me = os.getpid()
     with _lock:
-        return list(_live)
+        return [p for p in _live if p.owner_pid == me]
 
 
 def proxies() -> list[dict[str, Any]]:
@@ -52,18 +84,154 @@ def proxies() -> list[dict[str, Any]]:
     return out
 
 
-def close_all() -> int:
-    """Close every live proxy of this process; return how many."""
-    return _close(live())
+def close_all(timeout: float | None = None) -> int:
+    """Close every live proxy of this process; return how many.
+
+    All get SIGTERM before any is waited for, and SIGKILL at half of
+    ``timeout`` (default: the close_timeout setting), so closing many costs
+    one timeout, not one each.
+    """
+    return _close(live(), timeout)
 
 
-def close_idle(seconds: float) -> int:
+def close_idle(seconds: float, timeout: float | None = None) -> int:
     """Close the proxies with no I/O for ``seconds``; return how many."""
     cutoff = time.monotonic() - seconds
-    return _close([p for p in live() if p.last_io <= cutoff])
+    return _close([p for p in live() if p.last_io <= cutoff], timeout)
 
 
-def _close(victims: list[ProxyProcess]) -> int:
-    for p in victims:
-        p.close()
-    return len(victims)
+def _close(victims: list[ProxyProcess], timeout: float | None) -> int:
+    total = current().close_timeout if timeout is None else timeout
+    deadline = time.monotonic() + total
+    # Another thread already closing one finishes it; leave it to that thread.
+    mine = [p for p in victims if p.begin_close()]
+    for p in mine:
+        p.signal(signal.SIGTERM)
+    _wait_exited(mine, deadline - total / 2)
+    for p in mine:
+        if p.exit_status() is None:
+            p.signal(signal.SIGKILL)
+    for p in mine:
+        p.finish_close(max(0.0, deadline - time.monotonic()))
+    return len(mine)
+
+
+def _wait_exited(procs: list[ProxyProcess], until: float) -> None:
+    delay = 0.0005
+    while any(p.exit_status() is None for p in procs):
+        left = until - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(min(delay, left))
+        delay = min(delay * 2, 0.01)
+
+
+def forget_inherited() -> int:
+    """Release the proxies a parent process left here; return how many.
+
+    Runs by itself in every child made by fork. Their owner keeps using them:
+    the child only closes its copies of the pipes and signals nothing.
+    """
+    global _live
+    me = os.getpid()
+    with _lock:
+        inherited = [p for p in _live if p.owner_pid != me]
+        if inherited:
+            _live = weakref.WeakSet(p for p in _live if p.owner_pid == me)
+    for p in inherited:
+        p.release_inherited()
+    return len(inherited)
+
+
+# -- idle timeout -------------------------------------------------------------
+
+_idle_timeout: float | None = _env_float(IDLE_ENV, 0.0) or None
+_reaper_lock = threading.Lock()
+#: (pid, wake-up event) of the reaper thread running in this process, if any.
+_reaper: tuple[int, threading.Event] | None = None
+
+
+def idle_timeout() -> float | None:
+    return _idle_timeout
+
+
+def set_idle_timeout(seconds: float | None) -> None:
+    """Close proxies idle for ``seconds`` from now on (None or 0: never).
+
+    A daemon thread, started in each process that has proxies, does it. The
+    default comes from PARAMIKO_PROXYFIX_IDLE_TIMEOUT.
+    """
+    global _idle_timeout
+    if seconds is not None and seconds < 0:
+        raise ValueError(f"idle timeout must not be negative, not {seconds!r}")
+    _idle_timeout = seconds or None
+    with _reaper_lock:
+        reaper = _reaper
+    if reaper is not None:
+        reaper[1].set()  # recompute its deadline, or end
+    if _idle_timeout is not None and live():
+        _ensure_reaper()
+
+
+def _ensure_reaper() -> None:
+    global _reaper
+    with _reaper_lock:
+        if _reaper is not None and _reaper[0] == os.getpid():
+            return
+        wake = threading.Event()
+        thread = threading.Thread(
+            target=_reap_idle,
+            args=(wake,),
+            name="paramiko_proxyfix idle reaper",
+            daemon=True,
+        )
+        try:
+            thread.start()
+        except RuntimeError:  # no new threads at interpreter shutdown
+            return
+        _reaper = (os.getpid(), wake)
+
+
+def _reap_idle(wake: threading.Event) -> None:
+    global _reaper
+    while True:
+        seconds = _idle_timeout
+        if seconds is None:
+            with _reaper_lock:  # re-checked: it may have been set again
+                if _idle_timeout is None:
+                    _reaper = None
+                    return
+            continue
+        try:
+            close_idle(seconds)
+        except Exception:
+            log.exception("closing idle proxies failed")
+        last = [p.last_io for p in live()]
+        # Sleep until the least recently used proxy becomes idle, no longer.
+        wait = min(last) + seconds - time.monotonic() if last else seconds
+        wake.wait(max(wait, 0.05))
+        wake.clear()
+
+
+# -- fork and exit ------------------------------------------------------------
+
+
+def _after_fork_in_child() -> None:
+    # Only the forking thread survives: locks held by other parent threads
+    # would stay held, and the parent's reaper thread does not exist here.
+    global _lock, _reaper_lock, _reaper
+    if forked_for_exec():
+        return
+    _lock = threading.Lock()
+    _reaper_lock = threading.Lock()
+    _reaper = None
+    forget_inherited()
+
+
+def _close_at_exit() -> None:
+    close_all()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_close_at_exit)

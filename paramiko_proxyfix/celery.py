@@ -1,0 +1,83 @@
+"""Celery integration: no proxy outlives its pool process or its worker.
+
+``import paramiko_proxyfix.celery`` (in the module that creates the Celery
+app) installs the fix and connects these handlers to Celery's signals:
+
+- ``worker_init``, ``worker_process_init``: apply the idle timeout, from the
+  environment variable PARAMIKO_PROXYFIX_IDLE_TIMEOUT or else the Celery
+  setting ``paramiko_proxyfix_idle_timeout`` (seconds, 0: never). A pool
+  child also releases any proxy its parent left in it, although the fork
+  hook has normally done so already.
+- ``worker_process_shutdown``, ``worker_shutdown``: close every proxy of the
+  process. A hard time limit gives a pool child 0.1 s between SIGTERM and
+  SIGKILL, so all proxies are signalled at once and waited for only
+  SHUTDOWN_TIMEOUT. A task still inside Fabric's ``run()`` often never gets
+  here (invoke waits for its reader threads): then the SIGKILL ends the pool
+  child, and the parent-death signal set up at spawn ends its proxies.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+# An absolute import: the real Celery, never this module.
+from celery import signals
+
+from . import registry
+from .config import _env_float
+
+__all__ = ["SHUTDOWN_TIMEOUT", "SETTING", "close_on_shutdown", "connect"]
+
+log = logging.getLogger("paramiko_proxyfix")
+
+#: Seconds a shutdown may wait for proxies, well inside billiard's 0.1 s.
+SHUTDOWN_TIMEOUT = 0.05
+#: The Celery setting holding the idle timeout.
+SETTING = "paramiko_proxyfix_idle_timeout"
+
+
+def _apply_idle_timeout(app: Any) -> None:
+    seconds = _env_float(registry.IDLE_ENV, -1.0)
+    if seconds < 0:  # unset: the Celery setting decides
+        conf = getattr(app, "conf", None)
+        raw = conf.get(SETTING) if conf is not None else None
+        seconds = float(raw) if raw else 0.0
+    registry.set_idle_timeout(seconds)
+
+
+def _on_worker_init(sender: Any = None, **_: Any) -> None:
+    _apply_idle_timeout(getattr(sender, "app", None))
+
+
+def _on_process_init(**_: Any) -> None:
+    released = registry.forget_inherited()
+    if released:
+        log.debug("released %d proxies inherited from the parent", released)
+    # The pool child has made the worker's app current before this signal.
+    from celery import current_app
+
+    _apply_idle_timeout(current_app)
+
+
+def close_on_shutdown(**_: Any) -> None:
+    """Close every proxy of this process within SHUTDOWN_TIMEOUT."""
+    closed = registry.close_all(timeout=SHUTDOWN_TIMEOUT)
+    if closed:
+        log.debug("closed %d proxies at shutdown", closed)
+
+
+def connect() -> None:
+    """Connect the handlers; done on import, and safe to repeat."""
+    for celery_signal, handler in (
+        (signals.worker_init, _on_worker_init),
+        (signals.worker_process_init, _on_process_init),
+        (signals.worker_process_shutdown, close_on_shutdown),
+        (signals.worker_shutdown, close_on_shutdown),
+    ):
+        celery_signal.connect(
+            handler, weak=False, dispatch_uid=f"paramiko_proxyfix.{celery_signal.name}"
+        )
+
+
+connect()

@@ -1,0 +1,164 @@
+"""Fabric 1 (the Python 3 port fabric3==1.14.post1, on paramiko 2.12).
+
+Issue 3, point 6: Fabric 1's global ``HostConnectionCache`` reconnects after
+its ``ssh -W`` proxy is killed, and ``disconnect_all()`` leaves no zombie and
+no open pipe. fabric3 pins paramiko 2.12, so this runs in its own tox env
+(``fabric1``); elsewhere it is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip(
+    "fabric.api",
+    reason="Fabric 1 (fabric3==1.14.post1) is not installed; run `tox -e fabric1`",
+)
+
+from tests.celery_app.support import ssh_env
+from tests.support import capped
+from tests.support.sshd import Sshd
+
+pytestmark = pytest.mark.timeout(90)
+
+PRELUDE = """
+import json, os, signal, tempfile, time
+import paramiko, paramiko_proxyfix
+from fabric.api import env, execute, hide, parallel, run
+from fabric.network import disconnect_all
+from fabric.state import connections
+from tests.support import capped
+
+e = os.environ
+config = tempfile.NamedTemporaryFile("w", suffix=".ssh_config", delete=False)
+config.write(f"Host {e['PFX_HOST']}\\n    ProxyCommand {e['PFX_GATEWAY']}\\n")
+config.close()
+env.use_ssh_config = True
+env.ssh_config_path = config.name
+env.host_string = f"{e['PFX_USER']}@{e['PFX_HOST']}:{e['PFX_PORT']}"
+env.key_filename = e["PFX_KEY"]
+env.no_agent = env.no_keys = True
+env.disable_known_hosts = True
+env.system_known_hosts = e["PFX_KNOWN_HOSTS"]
+env.reject_unknown_hosts = True
+env.abort_on_prompts = True
+env.abort_exception = RuntimeError
+env.timeout = 10
+env.connection_attempts = 1
+
+def do(command):
+    try:
+        with hide("everything"):
+            return run(command, pty=False, shell=False, timeout=5).strip()
+    except BaseException as exc:
+        return f"error: {type(exc).__name__}: {exc}"[:200]
+
+def proxy():
+    return connections[env.host_string].get_transport().sock
+
+def pipes(sock):
+    streams = (sock.process.stdin, sock.process.stdout, sock.process.stderr)
+    return {os.readlink(f"/proc/self/fd/{s.fileno()}") for s in streams}
+
+def open_pipes(names):
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            found.add(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            pass
+    return len(names & found)
+
+def cpu():
+    t = os.times()
+    return t.user + t.system
+"""
+
+RECOVERY = (
+    PRELUDE
+    + """
+first = do("echo first")
+old = proxy()
+names = pipes(old)
+os.kill(old.process.pid, signal.SIGKILL)
+time.sleep(0.3)
+c0, w0 = cpu(), time.monotonic()
+time.sleep(1.0)
+busy = (cpu() - c0) / (time.monotonic() - w0)
+after = [do(f"echo again-{i}") for i in range(3)]
+new = proxy()
+names |= pipes(new)
+disconnect_all()
+time.sleep(0.2)
+print(json.dumps({
+    "installed": paramiko_proxyfix.is_installed(),
+    "paramiko": paramiko.__version__,
+    "first": first, "cpu": busy, "after": after,
+    "reconnected": new is not old,
+    "zombies": capped.count_zombie_children(),
+    "open_pipes": open_pipes(names),
+    "proxies_alive": [p for p in (old.process.pid, new.process.pid)
+                      if capped.proc_state(p) not in (None, "Z")],
+}), flush=True)
+"""
+)
+
+
+def _scenario(sshd: Sshd, code: str, fixed: bool) -> dict:
+    env = {**ssh_env(sshd), "PARAMIKO_PROXYFIX_DISABLE": "" if fixed else "1"}
+    result = capped.run_capped(code, 30, env)
+    lines = [x for x in result.stdout.splitlines() if x.startswith("{")]
+    assert lines, (result.timed_out, result.stderr[-3000:])
+    data: dict = json.loads(lines[-1])
+    assert data["installed"] is fixed
+    print(f"fabric 1, fixed={fixed}: {data}")
+    return data
+
+
+def test_connection_cache_reconnects_and_disconnect_all_reaps(sshd: Sshd) -> None:
+    data = _scenario(sshd, RECOVERY, fixed=True)
+    assert data["first"] == "first"
+    assert data["after"] == ["again-0", "again-1", "again-2"], data["after"]
+    assert data["reconnected"]
+    assert data["cpu"] < 0.05, data
+    assert data["zombies"] == 0 and data["open_pipes"] == 0, data
+    assert data["proxies_alive"] == []
+
+
+def test_upstream_connection_cache_fails_and_leaks(sshd: Sshd) -> None:
+    data = _scenario(sshd, RECOVERY, fixed=False)
+    assert data["first"] == "first"
+    assert all(a.startswith("error") for a in data["after"]), data["after"]
+    assert data["cpu"] > 0.1, data  # a full core on an idle machine
+    assert data["zombies"] >= 1 and data["open_pipes"] > 0, data
+
+
+PARALLEL = (
+    PRELUDE
+    + """
+@parallel
+def task():
+    return do("echo from-a-parallel-child")
+
+first = do("echo first")
+before = proxy()
+results = execute(task, hosts=[env.host_string])
+still = do("echo parent-still-connected")
+print(json.dumps({
+    "installed": paramiko_proxyfix.is_installed(),
+    "child": list(results.values()), "parent": still,
+    "same_proxy": proxy() is before,
+}), flush=True)
+disconnect_all()
+"""
+)
+
+
+def test_parallel_mode_leaves_the_parents_connection_alone(sshd: Sshd) -> None:
+    """Fabric 1 forks one process per host; the fork must not touch our proxy."""
+    data = _scenario(sshd, PARALLEL, fixed=True)
+    assert data["child"] == ["from-a-parallel-child"]
+    assert data["parent"] == "parent-still-connected"
+    assert data["same_proxy"]

@@ -1,0 +1,221 @@
+"""The registry of live proxies: snapshot, close_all / close_idle, idle reaper, atexit.
+
+Issue 3, points 1 (registry), 4 (exit) and the idle timeout of point 5.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import shlex
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from paramiko.proxy import ProxyCommand
+
+import paramiko_proxyfix
+from paramiko_proxyfix import registry
+from tests.support import capped
+
+pytestmark = pytest.mark.timeout(30)
+
+# Ignores SIGTERM and stdin EOF; "ready" once the handler is in place.
+STUBBORN = shlex.join(
+    [
+        sys.executable,
+        "-c",
+        "import signal,sys,time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "sys.stdout.write('ready'); sys.stdout.flush()\n"
+        "time.sleep(60)",
+    ]
+)
+
+
+@pytest.fixture
+def made() -> Iterator[list[ProxyCommand]]:
+    # Start from an empty registry: earlier tests' proxies may await the GC.
+    gc.collect()
+    paramiko_proxyfix.close_all()
+    proxies: list[ProxyCommand] = []
+    yield proxies
+    for p in proxies:
+        p.close()
+
+
+def start(made: list[ProxyCommand], command: str = "cat") -> ProxyCommand:
+    p = ProxyCommand(command)
+    made.append(p)
+    return p
+
+
+def ready(p: ProxyCommand) -> ProxyCommand:
+    p.settimeout(10)
+    assert p.recv(5) == b"ready"
+    return p
+
+
+def reaped(pid: int) -> bool:
+    return capped.proc_state(pid) is None
+
+
+def test_snapshot_describes_each_live_proxy(made: list) -> None:
+    p = start(made)
+    p.settimeout(5)
+    before = time.time()
+    assert p.send(b"hello") == 5
+    assert p.recv(5) == b"hello"
+    [snap] = [s for s in paramiko_proxyfix.proxies() if s["pid"] == p.process.pid]
+    assert snap["command"] == "cat"
+    assert snap["state"] == "running"
+    assert snap["bytes_in"] == 5 and snap["bytes_out"] == 5
+    assert snap["started"] <= before <= snap["last_io"] <= time.time()
+    assert 0 <= snap["idle_seconds"] < 5
+    p.close()
+    assert p.process.pid not in [s["pid"] for s in paramiko_proxyfix.proxies()]
+
+
+def test_registry_holds_no_strong_reference() -> None:
+    p = ProxyCommand("cat")
+    pid = p.process.pid
+    assert pid in [s["pid"] for s in paramiko_proxyfix.proxies()]
+    del p
+    gc.collect()
+    # Dropping the last reference closed (and reaped) it, and unlisted it.
+    assert pid not in [s["pid"] for s in paramiko_proxyfix.proxies()]
+    assert reaped(pid)
+
+
+def test_close_all_signals_every_proxy_before_waiting(made: list) -> None:
+    """Four proxies that ignore SIGTERM cost one close timeout, not four."""
+    stubborn = [ready(start(made, STUBBORN)) for _ in range(4)]
+    polite = start(made)
+    t0 = time.monotonic()
+    closed = paramiko_proxyfix.close_all(timeout=0.4)
+    took = time.monotonic() - t0
+    print(f"close_all of 5 proxies (4 ignore SIGTERM), timeout 0.4 s: {took:.3f} s")
+    assert closed == 5
+    assert all(p.closed and reaped(p.process.pid) for p in [*stubborn, polite])
+    assert all(p.process.stdout.closed for p in [*stubborn, polite])
+    assert paramiko_proxyfix.proxies() == []
+    assert took < 0.4 + 0.3, took  # one by one: 4 x 0.2 s at least
+    assert paramiko_proxyfix.close_all() == 0
+
+
+def test_close_all_fits_a_hard_time_limit_window(made: list) -> None:
+    """billiard sends SIGKILL 0.1 s after SIGTERM: close within that."""
+    stubborn = [ready(start(made, STUBBORN)) for _ in range(3)]
+    t0 = time.monotonic()
+    paramiko_proxyfix.close_all(timeout=0.05)
+    took = time.monotonic() - t0
+    print(f"close_all(timeout=0.05) of 3 proxies ignoring SIGTERM: {took:.3f} s")
+    assert all(reaped(p.process.pid) for p in stubborn)
+    assert took < 0.1, took
+
+
+def test_close_idle_closes_only_the_idle_ones(made: list) -> None:
+    idle, busy = start(made), start(made)
+    busy.settimeout(5)
+    time.sleep(0.3)
+    busy.send(b"x")
+    assert busy.recv(1) == b"x"
+    assert paramiko_proxyfix.close_idle(0.2) == 1
+    assert idle.closed and reaped(idle.process.pid)
+    assert not busy.closed
+    assert [s["pid"] for s in paramiko_proxyfix.proxies()] == [busy.process.pid]
+
+
+def _reaper_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if "idle reaper" in t.name]
+
+
+def test_idle_timeout_closes_idle_proxies_in_the_background(made: list) -> None:
+    registry.set_idle_timeout(0.3)
+    try:
+        idle, busy = start(made), start(made)
+        busy.settimeout(5)
+        assert [t.name for t in _reaper_threads()] == ["paramiko_proxyfix idle reaper"]
+        deadline = time.monotonic() + 5
+        while not idle.closed and time.monotonic() < deadline:
+            busy.send(b"x")  # keeps this one in use
+            assert busy.recv(1) == b"x"
+            time.sleep(0.05)
+        assert idle.closed and reaped(idle.process.pid)
+        assert not busy.closed
+    finally:
+        registry.set_idle_timeout(None)
+    deadline = time.monotonic() + 5
+    while _reaper_threads() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not _reaper_threads()  # ends when the timeout is switched off
+
+
+def test_idle_timeout_from_the_environment() -> None:
+    code = (
+        "import json, time\n"
+        "import paramiko, paramiko_proxyfix\n"
+        "p = paramiko.ProxyCommand('cat')\n"
+        "t0 = time.monotonic()\n"
+        "while not p.closed and time.monotonic() - t0 < 5: time.sleep(0.01)\n"
+        "print(json.dumps({'closed': p.closed, 'after': time.monotonic() - t0}))\n"
+    )
+    env = {"PARAMIKO_PROXYFIX_IDLE_TIMEOUT": "0.2"}
+    result = capped.run_capped(code, 15, env)
+    data = json.loads(result.stdout.strip().splitlines()[-1])
+    assert data["closed"], (data, result.stderr)
+    assert 0.15 < data["after"] < 2, data
+
+
+EXIT_SCENARIO = f"""
+import json, os, sys
+import paramiko, paramiko_proxyfix
+p = paramiko.ProxyCommand({STUBBORN!r})
+p.settimeout(10)
+assert p.recv(5) == b"ready"
+print(json.dumps({{"pid": p.process.pid}}), flush=True)
+sys.exit(0)  # a normal exit, p still referenced: only atexit can close it
+"""
+
+
+@pytest.mark.parametrize("fixed", [True, False], ids=["fixed", "upstream"])
+def test_normal_exit_closes_this_process_proxies(fixed: bool) -> None:
+    env = {"PARAMIKO_PROXYFIX_DISABLE": "" if fixed else "1"}
+    result = capped.run_capped(EXIT_SCENARIO, 15, env)
+    pid = json.loads(result.stdout.strip().splitlines()[-1])["pid"]
+    try:
+        left = capped.wait_gone([pid], timeout=1.0)
+        if fixed:
+            assert not left, "atexit left the proxy running"
+            assert result.wall_seconds < 5, result
+        else:
+            assert left == [pid], "upstream should leave this proxy running"
+    finally:
+        capped.kill_pids([pid])
+
+
+FORKED_EXIT = f"""
+import json, os, sys, time
+import paramiko, paramiko_proxyfix
+p = paramiko.ProxyCommand({STUBBORN!r})
+p.settimeout(10)
+assert p.recv(5) == b"ready"
+child = os.fork()
+if child == 0:
+    sys.exit(0)  # atexit runs here, in a process that does not own p
+os.waitpid(child, 0)
+time.sleep(0.2)
+alive = open(f"/proc/{{p.process.pid}}/stat").read().split(")")[1].split()[0]
+p.send(b"still mine")  # the pipe is still ours to use
+print(json.dumps({{"alive": alive, "closed": p.closed}}), flush=True)
+p.close()
+"""
+
+
+def test_exit_of_a_forked_child_never_touches_the_parent_proxies() -> None:
+    result = capped.run_capped(FORKED_EXIT, 15)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout.strip().splitlines()[-1])
+    assert data == {"alive": "S", "closed": False}, data
