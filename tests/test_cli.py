@@ -1,0 +1,483 @@
+"""The command line, run as a user runs it: ``python -m paramiko_proxyfix ...``."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from paramiko_proxyfix import demo, ps
+from tests.support import REPO_ROOT, capped
+
+
+def cli(
+    *args: str,
+    env: dict[str, str] | None = None,
+    cwd: str | Path | None = None,
+    timeout: float = 60,
+    code: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run the CLI in a child (its own session, no stdin), with a hard timeout."""
+    child_env = dict(os.environ)
+    child_env.pop("PARAMIKO_PROXYFIX_DISABLE", None)
+    child_env.update(env or {})
+    path = child_env.get("PYTHONPATH")
+    child_env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + path if path else "")
+    argv = [sys.executable, "-m", "paramiko_proxyfix", *args]
+    if code is not None:
+        argv = [sys.executable, "-c", code, *args]
+    return subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        env=child_env,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        timeout=timeout,
+        start_new_session=True,
+    )
+
+
+def no_traceback(done: subprocess.CompletedProcess[str]) -> None:
+    assert "Traceback" not in done.stdout + done.stderr, done.stderr
+
+
+# -- bad input -------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+        ([], "usage:"),
+        (["run"], "run needs a program"),
+        (["run", "-m"], "-m needs a module name"),
+        (["run", "--"], "-- needs a program name"),
+        (["run", "--bogus"], "unknown option '--bogus'"),
+        (["run", "-m", "no_such_module_here"], "no module named 'no_such_module_here'"),
+        (["run", "no_such_script.py"], "no such script: no_such_script.py"),
+        (
+            ["run", "--", "no-such-program-here"],
+            "no such program: no-such-program-here",
+        ),
+        (["run", "--", "ls"], "is not a Python program"),
+        (["ps", "--proc", "/nonexistent"], "not a readable proc filesystem"),
+    ],
+)
+def test_bad_input_is_a_message_and_non_zero(args: list[str], words: str) -> None:
+    done = cli(*args)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert words in done.stderr
+    no_traceback(done)
+
+
+# -- demo ---------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(90)
+def test_demo_shows_the_incident_without_and_with_the_fix() -> None:
+    start = time.monotonic()
+    done = cli("demo", "--json", timeout=80)
+    wall = time.monotonic() - start
+    print(f"demo took {wall:.1f} s")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    without, fixed = report["without_fix"], report["with_fix"]
+    print(json.dumps({"without": without, "with": fixed}, indent=1))
+    # Without the fix: it spins, never notices, blocks the caller, leaks.
+    assert without["fix_installed"] is False
+    assert without["killed"]["detect_seconds"] is None
+    assert without["killed"]["waiter_seconds"] is None
+    assert without["killed"]["cpu_after_kill"] > 0.1
+    assert without["killed"]["zombie_after_close"] is True
+    assert without["killed"]["pipes_open_after_close"] == 3
+    # Upstream waits for the banner timeout, then says "Error reading SSH
+    # protocol banner" or "No existing session": never the proxy's words.
+    assert without["failing"]["error"].startswith("SSHException: ")
+    assert "refused" not in without["failing"]["error"]
+    assert without["failing"]["seconds"] > 1.0
+    # With it: ends at once with the proxy's words, reaps, no spin.
+    k = fixed["killed"]
+    assert fixed["fix_installed"] is True
+    assert k["detect_seconds"] is not None
+    assert k["waiter_seconds"] is not None
+    assert "ProxyCommandExited" in k["error"] and "SIGKILL" in k["error"]
+    assert k["cpu_after_kill"] < 0.05
+    assert k["zombie_after_close"] is False
+    assert k["pipes_open_after_close"] == 0
+    assert "status 255" in fixed["failing"]["error"]
+    assert "Connection refused" in fixed["failing"]["error"]
+    assert report["ok"] is True
+    assert wall < 30  # the issue's bound for the whole demo
+    # The same report as a table for people.
+    table = demo.render(report)
+    print(table)
+    assert "without the fix" in table and "with the fix" in table
+    assert "never (waited 3 s)" in table
+    assert "The fix works here" in table
+
+
+def test_demo_table_says_when_the_fix_did_not_work() -> None:
+    crashed = {"crash": "did not finish within 25 s and was killed"}
+    report = {
+        "paramiko": "9.9",
+        "python": "3.x",
+        "without_fix": crashed,
+        "with_fix": crashed,
+        "ok": False,
+        "problems": demo._problems(crashed),
+    }
+    table = demo.render(report)
+    assert "The fix did NOT work here" in table
+    assert "did not finish within 25 s" in table
+
+
+# -- check --------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_check_passes_with_the_fix() -> None:
+    done = cli("check")
+    print(done.stdout)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "OK: the fix is installed and works" in done.stdout
+    report = json.loads(cli("check", "--json").stdout)
+    assert report["ok"] is True
+    assert [s["name"] for s in report["steps"]] == [
+        "enabled",
+        "supported",
+        "installed",
+        "proxy death",
+        "close",
+    ]
+
+
+@pytest.mark.timeout(60)
+def test_check_fails_when_disabled_by_the_environment() -> None:
+    done = cli("check", "--json", env={"PARAMIKO_PROXYFIX_DISABLE": "1"})
+    assert done.returncode == 1
+    report = json.loads(done.stdout)
+    assert report["ok"] is False
+    assert "PARAMIKO_PROXYFIX_DISABLE" in report["reason"]
+    no_traceback(done)
+
+
+@pytest.mark.timeout(60)
+def test_check_fails_on_an_unsupported_paramiko() -> None:
+    code = textwrap.dedent(
+        """
+        import sys, warnings
+        import paramiko
+        paramiko.__version_info__ = (6, 0, 0)
+        paramiko.__version__ = "6.0.0"
+        warnings.simplefilter("ignore")
+        from paramiko_proxyfix.cli import main
+        sys.exit(main(sys.argv[1:]))
+        """
+    )
+    done = cli("check", code=code)
+    print(done.stdout)
+    assert done.returncode == 1
+    assert "paramiko 6.0.0 is not supported" in done.stdout
+    assert "supported: paramiko >= 2.12" in done.stdout
+    no_traceback(done)
+
+
+@pytest.mark.timeout(60)
+def test_check_detects_an_unfixed_paramiko() -> None:
+    """Both directions: the live steps fail against upstream's ProxyCommand."""
+    code = textwrap.dedent(
+        """
+        import json, os, sys
+        import paramiko_proxyfix
+        from paramiko_proxyfix import check
+        paramiko_proxyfix.uninstall()
+        print(json.dumps(check._live_steps()), flush=True)
+        os._exit(0)
+        """
+    )
+    result = capped.run_capped(code, timeout=30)
+    assert not result.timed_out, result.stderr
+    steps = json.loads(result.stdout)
+    print(steps)
+    assert steps[0]["ok"] is False and "did not end within" in steps[0]["detail"]
+    assert steps[1]["ok"] is False and "zombie" in steps[1]["detail"]
+
+
+# -- ps -----------------------------------------------------------------------------
+
+
+def _fake_process(
+    root: Path,
+    pid: int,
+    ppid: int,
+    argv: list[str],
+    state: str = "S",
+    fds: dict[int, str] | None = None,
+    exe: str | None = None,
+    start: int = 100,
+    session: int = 1,
+) -> None:
+    d = root / str(pid)
+    (d / "fd").mkdir(parents=True)
+    comm = os.path.basename(argv[0]) if argv else "ssh"
+    # state ppid pgrp session ... starttime (the 22nd field of stat)
+    fields = [state, str(ppid), "0", str(session)] + ["0"] * 15 + [str(start)]
+    fields += ["0"] * 10
+    (d / "stat").write_text(f"{pid} ({comm}) {' '.join(fields)}\n")
+    (d / "comm").write_text(comm + "\n")
+    (d / "cmdline").write_bytes(b"".join(a.encode() + b"\0" for a in argv))
+    for n, target in (fds or {}).items():
+        os.symlink(target, d / "fd" / str(n))
+    if exe:
+        os.symlink(exe, d / "exe")
+
+
+@pytest.fixture
+def fake_proc(tmp_path: Path) -> Path:
+    """A /proc tree with a Python worker, its proxies, orphans and bystanders."""
+    root = tmp_path / "proc"
+    root.mkdir()
+    ticks = os.sysconf("SC_CLK_TCK")
+    (root / "uptime").write_text(f"{1000 + 100 / ticks:.2f} 0.00\n")
+    pipes = {0: "pipe:[11]", 1: "pipe:[12]", 2: "pipe:[13]"}
+    worker_fds = {3: "pipe:[11]", 4: "pipe:[12]", 5: "pipe:[13]", 6: "socket:[9]"}
+    _fake_process(root, 1, 0, ["/sbin/init"])
+    _fake_process(root, 50, 1, ["python3", "-m", "celery"], fds=worker_fds,
+                  exe="/usr/bin/python3.11")  # fmt: skip
+    _fake_process(root, 100, 50, ["ssh", "-W", "app1:22", "bastion"], fds=pipes)
+    _fake_process(root, 101, 1, ["/usr/bin/ssh", "-Wapp2:22", "bastion"])
+    _fake_process(root, 102, 50, [], state="Z")
+    (root / "102" / "comm").write_text("ssh\n")
+    _fake_process(root, 103, 1, ["nc", "app3", "22"], fds=pipes)
+    _fake_process(root, 104, 50, ["corp-proxy", "app4"], fds=pipes)
+    _fake_process(root, 106, 50, ["corp-proxy", "app6"], fds=pipes, session=106)
+    _fake_process(root, 105, 4242, ["ssh", "-W", "app5:22", "bastion"])
+    # Bystanders: an interactive ssh, a piped child of a non-Python parent.
+    _fake_process(root, 200, 1, ["ssh", "web1"], fds={0: "/dev/pts/0"})
+    _fake_process(root, 201, 1, ["bash"], fds={3: "pipe:[21]"}, exe="/bin/bash")
+    _fake_process(root, 202, 201, ["sort"], fds={0: "pipe:[21]", 1: "pipe:[21]",
+                                                 2: "pipe:[21]"})  # fmt: skip
+    return root
+
+
+def test_ps_finds_proxies_and_their_states(fake_proc: Path) -> None:
+    found = {p.pid: p for p in ps.find_proxies(str(fake_proc))}
+    assert sorted(found) == [100, 101, 102, 103, 104, 105, 106]
+    assert found[100].state == "running" and found[100].kind == "ssh -W"
+    assert found[101].state == "orphaned"  # parent is init
+    assert found[102].state == "zombie" and found[102].command == "[ssh]"
+    assert found[103].state == "orphaned" and found[103].kind == "proxy tool on pipes"
+    assert found[104].kind == "piped child of python"
+    assert found[106].kind == "proxyfix child"  # leads its own session
+    assert found[105].state == "orphaned"  # parent gone
+    assert found[100].age_seconds == pytest.approx(1000, abs=0.1)
+    assert found[100].ppid == 50
+    matched = ps.find_proxies(str(fake_proc), match=[r"^sort$"])
+    assert 202 in {p.pid for p in matched}
+
+
+def test_ps_cli_lists_filters_and_prints_json(fake_proc: Path) -> None:
+    table = cli("ps", "--proc", str(fake_proc))
+    print(table.stdout)
+    assert table.returncode == 0
+    assert table.stdout.splitlines()[0].split() == [
+        "PID", "PPID", "AGE", "STATE", "KIND", "COMMAND",
+    ]  # fmt: skip
+    assert "ssh -W app1:22 bastion" in table.stdout
+    orphans = json.loads(
+        cli("ps", "--proc", str(fake_proc), "--orphans", "--json").stdout
+    )
+    assert sorted(p["pid"] for p in orphans) == [101, 103, 105]
+    assert {p["state"] for p in orphans} == {"orphaned"}
+
+
+def _orphan_ssh_w(ignore_term: bool) -> int:
+    """A real orphan whose command line is ``ssh ... -W host:22``."""
+    body = "import signal, time\n"
+    if ignore_term:
+        body += "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    body += "time.sleep(60)\n"
+    spawner = (
+        "import subprocess, sys\n"
+        f"p = subprocess.Popen(['ssh', '-c', {body!r}, '-W', 'app:22'],"
+        " executable=sys.executable, start_new_session=True,"
+        " stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,"
+        " stderr=subprocess.DEVNULL)\n"
+        "print(p.pid)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", spawner], capture_output=True, text=True, timeout=30
+    )
+    pid = int(done.stdout)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # until python has started as "ssh"
+        if capped.cmdline(pid).startswith("ssh -c"):
+            break
+        time.sleep(0.02)
+    return pid
+
+
+def _proc_with_only(tmp_path: Path, pids: list[int]) -> Path:
+    """A proc root that shows only ``pids`` (links to the real /proc)."""
+    root = tmp_path / "proc"
+    root.mkdir()
+    shutil.copy("/proc/uptime", root / "uptime")
+    for pid in pids:
+        os.symlink(f"/proc/{pid}", root / str(pid))
+    return root
+
+
+@pytest.mark.timeout(60)
+def test_ps_kill_orphans_asks_then_terms_then_kills(tmp_path: Path) -> None:
+    polite, stubborn = _orphan_ssh_w(False), _orphan_ssh_w(True)
+    try:
+        root = _proc_with_only(tmp_path, [polite, stubborn])
+        listed = json.loads(cli("ps", "--proc", str(root), "--json").stdout)
+        states = {p["pid"]: p["state"] for p in listed}
+        if set(states.values()) != {"orphaned"}:
+            pytest.fail(f"orphans were re-parented to a live subreaper: {states}")
+        # No stdin: the question is answered "no" and nothing is touched.
+        asked = cli("ps", "--proc", str(root), "--kill-orphans")
+        assert asked.returncode == 1
+        assert "Terminate 2 orphaned proxies" in asked.stderr
+        assert "Nothing was killed" in asked.stderr
+        assert capped.proc_state(polite) not in (None, "Z")
+        # --yes: SIGTERM, then SIGKILL for the one that ignores it.
+        done = cli("ps", "--proc", str(root), "--kill-orphans", "--yes", "--json")
+        print(done.stdout)
+        assert done.returncode == 0, done.stderr
+        killed = json.loads(done.stdout)["killed"]
+        assert killed == {str(polite): "terminated (SIGTERM)",
+                          str(stubborn): "killed (SIGKILL)"}  # fmt: skip
+        assert capped.wait_gone([polite, stubborn], timeout=5) == []
+    finally:
+        capped.kill_pids([polite, stubborn])
+
+
+# -- run ----------------------------------------------------------------------------
+
+_REPORT = """\
+import json, os, sys
+import paramiko_proxyfix
+print(json.dumps({
+    "argv": sys.argv, "path0": sys.path[0], "name": __name__,
+    "installed": paramiko_proxyfix.is_installed(),
+}))
+"""
+
+
+@pytest.mark.timeout(60)
+def test_run_script_gets_its_argv_path_and_the_fix(tmp_path: Path) -> None:
+    script = tmp_path / "tool.py"
+    script.write_text(_REPORT)
+    done = cli("run", str(script), "a", "--b", cwd=tmp_path.parent)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert seen == {"argv": [str(script), "a", "--b"], "path0": str(tmp_path),
+                    "name": "__main__", "installed": True}  # fmt: skip
+
+
+@pytest.mark.timeout(60)
+def test_run_module(tmp_path: Path) -> None:
+    (tmp_path / "worker_mod.py").write_text(_REPORT)
+    done = cli(
+        "run", "-m", "worker_mod", "-A", "proj", env={"PYTHONPATH": str(tmp_path)}
+    )
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert seen["argv"] == [str(tmp_path / "worker_mod.py"), "-A", "proj"]
+    assert seen["name"] == "__main__" and seen["installed"] is True
+
+
+def _console_script(tmp_path: Path) -> dict[str, str]:
+    """An installed-looking console script ``proxyfix-demo-tool`` (a dist-info)."""
+    lib = tmp_path / "lib"
+    (lib / "demo_tool-1.0.dist-info").mkdir(parents=True)
+    (lib / "demo_tool-1.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: demo-tool\nVersion: 1.0\n"
+    )
+    (lib / "demo_tool-1.0.dist-info" / "entry_points.txt").write_text(
+        "[console_scripts]\nproxyfix-demo-tool = demo_tool:main\n"
+    )
+    (lib / "demo_tool.py").write_text(
+        "import json, sys\nimport paramiko_proxyfix\n"
+        "def main():\n"
+        "    print(json.dumps([sys.argv, paramiko_proxyfix.is_installed()]))\n"
+        "    return 3\n"
+    )
+    return {"PYTHONPATH": str(lib)}
+
+
+@pytest.mark.timeout(60)
+def test_run_console_script_returns_its_status(tmp_path: Path) -> None:
+    done = cli("run", "--", "proxyfix-demo-tool", "deploy", "-H", "web1",
+               env=_console_script(tmp_path))  # fmt: skip
+    assert done.returncode == 3, done.stderr
+    argv, installed = json.loads(done.stdout)
+    assert argv == ["proxyfix-demo-tool", "deploy", "-H", "web1"]
+    assert installed is True
+
+
+@pytest.mark.timeout(60)
+def test_run_python_script_found_on_path(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    tool = bin_dir / "deploy-tool"
+    tool.write_text("#!/usr/bin/env python3\n" + _REPORT)
+    tool.chmod(0o755)
+    path = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
+    done = cli("run", "--", "deploy-tool", "x", env={"PATH": path})
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert seen["argv"] == [str(tool), "x"] and seen["path0"] == str(bin_dir)
+    assert seen["installed"] is True
+
+
+@pytest.mark.timeout(60)
+def test_run_still_runs_the_program_when_disabled(tmp_path: Path) -> None:
+    script = tmp_path / "tool.py"
+    script.write_text(_REPORT)
+    done = cli("run", str(script), env={"PARAMIKO_PROXYFIX_DISABLE": "1"})
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["installed"] is False
+
+
+@pytest.mark.timeout(60)
+def test_run_passes_the_programs_exit_and_errors_through(tmp_path: Path) -> None:
+    script = tmp_path / "tool.py"
+    script.write_text("import sys\nsys.exit(7)\n")
+    assert cli("run", str(script)).returncode == 7
+    script.write_text("raise RuntimeError('the program failed')\n")
+    failed = cli("run", str(script))
+    assert failed.returncode == 1
+    # The program's own error is shown as Python would show it.
+    assert "RuntimeError: the program failed" in failed.stderr
+
+
+@pytest.mark.timeout(60)
+def test_ps_output_into_a_closed_pipe_is_quiet(fake_proc: Path) -> None:
+    # A short output sits in stdout's buffer until exit: the hardest case.
+    child = subprocess.Popen(
+        [sys.executable, "-m", "paramiko_proxyfix", "ps", "--proc", str(fake_proc)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=REPO_ROOT,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"},
+    )
+    assert child.stdout is not None and child.stderr is not None
+    child.stdout.close()  # like `| head` that has read enough
+    err = child.stderr.read().decode()
+    child.stderr.close()
+    code = child.wait(timeout=30)
+    no_traceback(subprocess.CompletedProcess([], code, "", err))
+    assert code in (0, 141, -signal.SIGPIPE)
