@@ -25,14 +25,21 @@ from tests.support.sshd import Sshd, free_port
 pytestmark = pytest.mark.timeout(120)
 
 
-def scenario(sshd: Sshd, name: str, fixed: bool, cap: float = 15, **env: str) -> Any:
-    full = {
+def scenario_env(sshd: Sshd) -> dict[str, str]:
+    """What tests/scenarios.py needs to reach the sshd through ``ssh -W``."""
+    return {
         "SCN_HOST": sshd.host,
         "SCN_PORT": str(sshd.port),
         "SCN_USER": sshd.username,
         "SCN_KEY": str(sshd.client_key_path),
         "SCN_KNOWN_HOSTS": str(sshd.known_hosts_path),
         "SCN_PROXY": sshd.proxy_command(),
+    }
+
+
+def scenario(sshd: Sshd, name: str, fixed: bool, cap: float = 15, **env: str) -> Any:
+    full = {
+        **scenario_env(sshd),
         "PARAMIKO_PROXYFIX_DISABLE": "" if fixed else "1",
         **env,
     }
@@ -173,14 +180,7 @@ print(json.dumps({"zombies": capped.count_zombie_children(),
     "fds": len(set(capped.open_fds()) - fds),
     "installed": paramiko_proxyfix.is_installed()}))
 """
-    env = {
-        "SCN_HOST": sshd.host,
-        "SCN_PORT": str(sshd.port),
-        "SCN_USER": sshd.username,
-        "SCN_KEY": str(sshd.client_key_path),
-        "SCN_KNOWN_HOSTS": str(sshd.known_hosts_path),
-        "SCN_PROXY": sshd.proxy_command(),
-    }
+    env = scenario_env(sshd)
     fixed = capped.run_capped(code, 60, {**env, "PARAMIKO_PROXYFIX_DISABLE": ""})
     broken = capped.run_capped(code, 60, {**env, "PARAMIKO_PROXYFIX_DISABLE": "1"})
     fixed_data = json.loads(fixed.stdout.splitlines()[-1])
