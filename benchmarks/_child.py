@@ -8,6 +8,7 @@ wall-clock cap, because upstream spins forever once its proxy is dead.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
@@ -59,9 +60,9 @@ class Client:
                 sock=sock,
                 allow_agent=False,
                 look_for_keys=False,
-                timeout=20,
-                banner_timeout=20,
-                auth_timeout=20,
+                timeout=cfg.get("timeout", 20),
+                banner_timeout=cfg.get("timeout", 20),
+                auth_timeout=cfg.get("timeout", 20),
             )
         except BaseException:
             client.close()
@@ -117,6 +118,10 @@ def transfer(cfg: Config, client_factory: Client) -> dict[str, Any]:
         got.clear()
         first.clear()
         wall, cpu = _timed(lambda: channel(f"cat {path}"))
+        sock: Any = _transport(client).sock
+        if cfg["proxy"]:
+            # How big the pipe from the proxy was at the end (the fix grows it).
+            out["stdout_pipe_bytes"] = fcntl.fcntl(sock.process.stdout, 1032)
         if sum(got) != size:
             raise RuntimeError(f"channel: {sum(got)} bytes of {size}")
         # The rate counts from the first byte on: the exec's start-up (sshd
@@ -192,6 +197,32 @@ def latency(cfg: Config, client_factory: Client) -> dict[str, Any]:
     return {"connect": opens, "close": closes}
 
 
+# -- starting a proxy ---------------------------------------------------------
+
+
+def spawn(cfg: Config, client_factory: Client) -> dict[str, Any]:
+    """ProxyCommand() alone, in this small process and then in a big one.
+
+    Starting a child costs more in a process with a lot of memory when it
+    must fork() rather than vfork(): long-running workers are such processes.
+    """
+    out: dict[str, Any] = {}
+    ballast = bytearray()
+    for name, mib in (("small", 0), ("big", cfg["ballast_mib"])):
+        ballast = bytearray(mib << 20)
+        for page in range(0, len(ballast), 4096):
+            ballast[page] = 1  # touched, so it is really resident
+        times = []
+        for _ in range(cfg["n"]):
+            t0 = time.perf_counter()
+            proxy = paramiko.ProxyCommand(cfg["proxy"])
+            times.append(time.perf_counter() - t0)
+            proxy.close()
+        out[name] = times
+    del ballast
+    return out
+
+
 # -- a killed proxy -----------------------------------------------------------
 
 
@@ -236,6 +267,8 @@ def _open_many(
     lock = threading.Lock()
 
     def one(_: int) -> None:
+        if len(errors) >= 2 * workers:
+            return  # failing for good (upstream past fd 1023): stop trying
         try:
             c = client_factory.connect()
         except Exception as exc:  # counted and reported, not fatal
@@ -353,6 +386,7 @@ def many(cfg: Config, client_factory: Client) -> dict[str, Any]:
 MEASURES = {
     "transfer": transfer,
     "latency": latency,
+    "spawn": spawn,
     "detect": detect,
     "idle": idle,
     "many": many,

@@ -56,9 +56,10 @@ class Plan:
     def __init__(self, quick: bool) -> None:
         self.quick = quick
         self.size = 8 * MiB if quick else 64 * MiB
-        self.transfer_rounds = 1 if quick else 5
+        self.transfer_rounds = 1 if quick else 9
         self.latency_rounds = 1 if quick else 3
         self.latency_n = 4 if quick else 8
+        self.spawn_n = 5 if quick else 20
         self.detect_n = 3 if quick else 15
         self.detect_cap = 1.0 if quick else 2.0
         self.idle_count = 20 if quick else 200
@@ -178,6 +179,14 @@ class Bench:
             "latency", self.plan.latency_rounds, cap=120, n=self.plan.latency_n
         )
 
+    def spawn(self) -> None:
+        for setup in self.setups:
+            if SETUPS[setup][0] == "direct":
+                continue
+            progress(f"  spawn {setup}")
+            cfg = self.config(setup, "spawn", n=self.plan.spawn_n, ballast_mib=512)
+            self.raw[setup]["spawn"] = run_child(cfg, 120)
+
     def detect(self) -> None:
         for setup in self.setups:
             impl, _ = SETUPS[setup]
@@ -208,13 +217,14 @@ class Bench:
                 # sshd's load for nothing more.
                 continue
             progress(f"  many {setup} ({self.plan.many_count} connections)")
-            cfg = self.config(setup, "many", count=self.plan.many_count)
+            cfg = self.config(setup, "many", count=self.plan.many_count, timeout=10)
             self.raw[setup]["many"] = run_child(cfg, 420)
 
 
 FIGURES: dict[str, Callable[[Bench], None]] = {
     "transfer": Bench.transfer,
     "latency": Bench.latency,
+    "spawn": Bench.spawn,
     "detect": Bench.detect,
     "idle": Bench.idle,
     "many": Bench.many,
@@ -249,6 +259,10 @@ def summarise(raw: dict[str, Any]) -> dict[str, Any]:
         s["close_ms"] = None if close is None else close * 1000
         if len(ok) < len(raw["latency"]):
             s["latency_failed"] = [r["failed"] for r in raw["latency"] if "failed" in r]
+    sp = raw.get("spawn")
+    if sp is not None and "failed" not in sp:
+        s["spawn_small_ms"] = statistics.median(sp["small"]) * 1000
+        s["spawn_big_ms"] = statistics.median(sp["big"]) * 1000
     d = raw.get("detect")
     if d is not None:
         if "failed" in d:
@@ -285,6 +299,8 @@ ROWS = [
     ("sftp_put_cpu_ms_per_mib", "client CPU, SFTP put", "ms/MiB", "down"),
     ("connect_ms", "connect+auth+exec (median)", "ms", "down"),
     ("close_ms", "close() (the fix waits for the proxy)", "ms", "down"),
+    ("spawn_small_ms", "ProxyCommand() start, small process", "ms", "down"),
+    ("spawn_big_ms", "ProxyCommand() start, 512 MiB process", "ms", "down"),
     ("detect_ms", "detect a killed proxy (median)", "ms", "down"),
     ("cpu_after_kill_pct", "CPU after the kill", "% core", "down"),
     ("idle_cpu_pct", "idle CPU, N idle connections", "% core", "down"),
@@ -359,7 +375,7 @@ def _many(m: dict[str, Any] | None) -> str:
     text = f"{m['channels']}/{m['count']} work"
     if m["error_count"]:
         cause = (m["transport_errors"] or m["errors"])[0]
-        text += f"; the rest fail: {cause[:70]}"
+        text += f"; then {m['error_count']} fail (…{cause[-45:]}) and the run stops"
     text += f"; highest fd {m['highest_fd']}"
     if m["zombies_left"] or m["children_left"]:
         text += (

@@ -10,12 +10,18 @@ import sys
 
 from ._patch import install, is_installed, uninstall
 from .config import configure
-from .errors import ProxyCommandExited, ProxyCommandForeign, ProxyCommandStartError
+from .errors import (
+    ProxyCommandClosed,
+    ProxyCommandExited,
+    ProxyCommandForeign,
+    ProxyCommandStartError,
+)
 from .registry import close_all, close_idle, proxies, set_idle_timeout
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ProxyCommandClosed",
     "ProxyCommandExited",
     "ProxyCommandForeign",
     "ProxyCommandStartError",

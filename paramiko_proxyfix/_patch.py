@@ -68,7 +68,7 @@ def _replacements() -> list[tuple[type, str, Any]]:
     from paramiko.packet import Packetizer
     from paramiko.proxy import ProxyCommand
 
-    from .proxy import ProxyCommandMethods
+    from .methods import ProxyCommandMethods
     from .readloop import make_check_keepalive
 
     ours = vars(ProxyCommandMethods)

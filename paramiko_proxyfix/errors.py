@@ -7,11 +7,17 @@ of ``connect()`` unchanged.
 
 from __future__ import annotations
 
+import errno
 import signal
 
 from paramiko.ssh_exception import ProxyCommandFailure
 
-__all__ = ["ProxyCommandExited", "ProxyCommandStartError", "ProxyCommandForeign"]
+__all__ = [
+    "ProxyCommandClosed",
+    "ProxyCommandExited",
+    "ProxyCommandForeign",
+    "ProxyCommandStartError",
+]
 
 
 def _describe(returncode: int | None) -> str:
@@ -55,6 +61,26 @@ class ProxyCommandExited(ProxyCommandFailure, EOFError):
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
         return (type(self), (self.command, self.returncode, self.stderr_tail))
+
+
+class ProxyCommandClosed(ProxyCommandFailure, BrokenPipeError):
+    """A write after this ProxyCommand was closed by its owner.
+
+    It is also a ``BrokenPipeError`` (errno EPIPE), as a write to a closed
+    socket would be: paramiko's packet writer then ends the transport thread
+    quietly with EOF instead of logging a routine close() as an error.
+    """
+
+    def __init__(self, command: str, error: str = "the proxy was closed") -> None:
+        super().__init__(command, error)
+        self.errno = errno.EPIPE
+        self.strerror = error
+
+    def __str__(self) -> str:
+        return f"ProxyCommand({self.command!r}): {self.error}"
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.command, self.error))
 
 
 class ProxyCommandStartError(ProxyCommandFailure):

@@ -1,9 +1,7 @@
 """The process behind one ProxyCommand: its pipes, its exit status, its stderr.
 
-``ProxyProcess`` does the work; ``ProxyCommandMethods`` holds the thin methods
-that ``install()`` puts on paramiko's ``ProxyCommand`` class. The methods keep
-upstream's public attributes (``cmd``, ``process``, ``timeout``) so code that
-reads them still works, and keep everything else on ``self._proxyfix``.
+``ProxyProcess`` does the work for the thin methods of ``methods.py``, which
+find it on the ProxyCommand with ``state_of()``.
 """
 
 from __future__ import annotations
@@ -26,10 +24,15 @@ from paramiko.ssh_exception import ProxyCommandFailure
 
 from . import registry
 from .config import current
-from .errors import ProxyCommandExited, ProxyCommandForeign, ProxyCommandStartError
+from .errors import (
+    ProxyCommandClosed,
+    ProxyCommandExited,
+    ProxyCommandForeign,
+    ProxyCommandStartError,
+)
 from .spawn import descendants, spawn
 
-__all__ = ["ProxyCommandMethods", "ProxyProcess", "split_command", "state_of"]
+__all__ = ["STATE_ATTR", "ProxyProcess", "split_command", "state_of"]
 
 log = logging.getLogger("paramiko_proxyfix")
 
@@ -70,7 +73,8 @@ def _forget_grown_in_child() -> None:
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_grown_in_child)
 _POLLIN = select.POLLIN | select.POLLPRI
-_ATTR = "_proxyfix"
+#: Where a ProxyCommand keeps its ProxyProcess.
+STATE_ATTR = "_proxyfix"
 
 
 def _ms(seconds: float) -> int:
@@ -230,12 +234,16 @@ class ProxyProcess:
             if deadline is None and timeout is not None:
                 deadline = now + timeout
             wait = SLICE
+            last = False
             if deadline is not None:
-                wait = min(wait, deadline - now)
+                left = deadline - now
                 # Time is up, but only once the pipe was looked at: by a read
                 # or, when the last call found it dry, by a poll(0).
-                if wait <= 0 and try_read:
-                    return self._timed_out()
+                if left <= 0 and try_read:
+                    return self._timed_out(now)
+                last = left <= SLICE
+                if last:
+                    wait = left
             try_read = True
             events = self._rpoll.poll(_ms(wait))
             if not events:
@@ -243,19 +251,21 @@ class ProxyProcess:
                 if deadline is None:
                     if self.exit_status() is not None:
                         self._eof = True
-                elif time.monotonic() >= deadline:
-                    return self._timed_out()
+                elif last:
+                    # poll() waited all that was left (PEP 475 resumes it
+                    # after a signal): no need to ask the clock.
+                    return self._timed_out(deadline)
                 continue
             for fd, _ in events:
                 if fd == self._err:
                     self._drain_stderr()
 
-    def _timed_out(self) -> bytes:
+    def _timed_out(self, now: float) -> bytes:
         """Nothing arrived in time: EOF if the proxy is gone, else a timeout."""
         # A proxy that exited while a grandchild holds its pipe is EOF. Its
         # status is asked at most once a SLICE: an idle connection times out
-        # ten times a second.
-        now = time.monotonic()
+        # ten times a second, and a waitid() costs more the more children and
+        # threads the process has.
         if now >= self._next_exit_check:
             self._next_exit_check = now + SLICE
             if self.exit_status() is not None:
@@ -286,7 +296,7 @@ class ProxyProcess:
             deadline: float | None = None
             while True:
                 if self._closing:
-                    raise self._closed_error()
+                    raise ProxyCommandClosed(self.command)
                 if self._foreign:
                     raise ProxyCommandForeign(self.command, self.owner_pid)
                 try:
@@ -295,7 +305,7 @@ class ProxyProcess:
                     written = 0
                 except BrokenPipeError:
                     if self._closing:  # our own close() ended it: not a failure
-                        raise self._closed_error() from None
+                        raise ProxyCommandClosed(self.command) from None
                     raise self._dead("its input is closed (broken pipe)") from None
                 except OSError as exc:
                     raise ProxyCommandFailure(
@@ -364,9 +374,6 @@ class ProxyProcess:
                         self._wlock.release()
             if not self._grown:
                 _grown_owners.discard(self)
-
-    def _closed_error(self) -> ProxyCommandFailure:
-        return ProxyCommandFailure(self.command, "the proxy was closed")
 
     def _dead(self, what: str) -> ProxyCommandFailure:
         code = self.wait_exit(current().eof_grace)
@@ -582,10 +589,10 @@ class ProxyProcess:
 
 def state_of(proxy: Any) -> ProxyProcess:
     """The ProxyProcess of a ProxyCommand, adopting one started before install."""
-    state: ProxyProcess | None = proxy.__dict__.get(_ATTR)
+    state: ProxyProcess | None = proxy.__dict__.get(STATE_ATTR)
     if state is None:
         with _adopt_lock:
-            state = proxy.__dict__.get(_ATTR)
+            state = proxy.__dict__.get(STATE_ATTR)
             if state is None:
                 state = _adopt(proxy)
     return state
@@ -601,44 +608,6 @@ def _adopt(proxy: Any) -> ProxyProcess:
     except OSError:
         own_group = False
     state = ProxyProcess(list(proxy.cmd), process, own_group)
-    proxy.__dict__[_ATTR] = state
+    proxy.__dict__[STATE_ATTR] = state
     weakref.finalize(proxy, state.finalize)
     return state
-
-
-class ProxyCommandMethods:
-    """The methods install() puts on ``paramiko.proxy.ProxyCommand``."""
-
-    def __init__(self, command_line: str) -> None:
-        argv = split_command(command_line)
-        self.cmd = argv
-        self.timeout: float | None = None
-        state = ProxyProcess.start(argv)
-        self.process = state.process
-        self.__dict__[_ATTR] = state
-        weakref.finalize(self, state.finalize)
-
-    def send(self, content: bytes) -> int:
-        return state_of(self).send(content, self.timeout)
-
-    def recv(self, size: int) -> bytes:
-        return state_of(self).recv(size, self.timeout)
-
-    def close(self) -> None:
-        state_of(self).close()
-
-    @property
-    def closed(self) -> bool:
-        return state_of(self).closed
-
-    @property
-    def _closed(self) -> bool:
-        return state_of(self).closed
-
-    def settimeout(self, timeout: float | None) -> None:
-        if timeout is not None and timeout < 0:
-            raise ValueError("Timeout value out of range")
-        self.timeout = timeout
-
-    def gettimeout(self) -> float | None:
-        return self.timeout

@@ -10,13 +10,20 @@ proxy started from a short-lived thread would die with that thread. So every
 proxy is started from one long-lived daemon thread per process, the spawner,
 which only ends when the process does. A forked child starts its own spawner
 on first use.
+
+The signal is set by util-linux's ``setpriv --pdeathsig``, which then execs
+the proxy, where it exists and Python starts children with vfork() (3.10+).
+Setting it in a ``preexec_fn`` instead makes subprocess fork(), which costs
+16 ms rather than 0.3 ms in a process with 512 MiB resident, as workers are.
 """
 
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -68,10 +75,53 @@ def has_controlling_tty() -> bool:
     return True
 
 
+#: setpriv's path once known to take --pdeathsig; "" when it cannot be used.
+_setpriv: str | None = None
+
+
+def _find_setpriv() -> str:
+    """setpriv(1), if it sets a parent-death signal and saves a fork()."""
+    global _setpriv
+    if _setpriv is None:
+        path = shutil.which("setpriv") if sys.version_info >= (3, 10) else None
+        found = ""
+        if path:
+            try:
+                usage = subprocess.run(
+                    [path, "--help"], capture_output=True, timeout=5
+                ).stdout
+            except (OSError, subprocess.SubprocessError):
+                usage = b""
+            if b"--pdeathsig" in usage:
+                found = path
+        _setpriv = found
+    return _setpriv
+
+
+def _check_runnable(argv0: str) -> None:
+    """Fail as exec would, before setpriv stands between us and the exec."""
+    if os.sep in argv0:
+        path: str | None = argv0
+        if not os.path.exists(argv0):
+            path = None
+        elif os.path.isdir(argv0) or not os.access(argv0, os.X_OK):
+            raise OSError(errno.EACCES, os.strerror(errno.EACCES))
+    else:
+        path = shutil.which(argv0)
+    if path is None:
+        raise OSError(errno.ENOENT, os.strerror(errno.ENOENT))
+
+
 def _popen(argv: list[str], own_group: bool, die_with: int | None) -> Any:
     """Popen with three pipes and no shell, as upstream does."""
     preexec = None
-    if die_with is not None and _prctl is not None:
+    command = argv
+    setpriv = _find_setpriv() if die_with is not None else ""
+    if setpriv:
+        # The owner may die before setpriv sets the signal: the proxy then
+        # lives on until it sees EOF on its stdin, as without the signal.
+        command = [setpriv, "--pdeathsig", "KILL", "--", *argv]
+    elif die_with is not None and _prctl is not None:
         prctl = _prctl
 
         def preexec() -> None:
@@ -82,8 +132,10 @@ def _popen(argv: list[str], own_group: bool, die_with: int | None) -> Any:
                 os._exit(255)
 
     try:
+        if setpriv:
+            _check_runnable(argv[0])
         return subprocess.Popen(
-            argv,
+            command,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import signal
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -30,21 +28,10 @@ import paramiko_proxyfix.celery as pfx_celery
 from paramiko_proxyfix import ProxyCommandForeign, registry
 from paramiko_proxyfix.proxy import state_of
 from tests.celery_app.support import ssh_env
-from tests.support import capped
+from tests.support import STUBBORN, capped
 from tests.support.sshd import Sshd
 
 pytestmark = pytest.mark.timeout(120)
-
-STUBBORN = shlex.join(
-    [
-        sys.executable,
-        "-c",
-        "import signal,sys,time\n"
-        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-        "sys.stdout.write('ready'); sys.stdout.flush()\n"
-        "time.sleep(60)",
-    ]
-)
 
 
 def _receivers(celery_signal: Any) -> list[Any]:

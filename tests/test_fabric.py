@@ -7,12 +7,9 @@ Runs in a capped child against the real sshd, with and without the fix.
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from tests.celery_app.support import ssh_env
-from tests.support import capped
+from tests.celery_app.support import scenario_report
 from tests.support.sshd import Sshd
 
 pytestmark = pytest.mark.timeout(60)
@@ -28,10 +25,6 @@ CONNECTIONS = {}  # as a worker keeps them: never closed between tasks
 def connection():
     return CONNECTIONS.setdefault("target", fabric_connection())
 
-def cpu():
-    t = os.times()
-    return t.user + t.system
-
 def run(command):
     try:
         return connection().run(command, hide=True, timeout=5).stdout.strip()
@@ -42,9 +35,7 @@ first = run("echo first")
 old = connection().transport.sock.process.pid
 os.kill(old, signal.SIGKILL)
 time.sleep(0.3)
-c0, w0 = cpu(), time.monotonic()
-time.sleep(1.0)
-busy = (cpu() - c0) / (time.monotonic() - w0)
+busy = capped.cpu_fraction(os.getpid(), 1.0)
 active = connection().transport.is_active()
 after = [run(f"echo again-{i}") for i in range(3)]
 new = connection().transport.sock.process.pid
@@ -61,12 +52,7 @@ print(json.dumps(report), flush=True)
 
 
 def _scenario(sshd: Sshd, fixed: bool) -> dict:
-    env = {**ssh_env(sshd), "PARAMIKO_PROXYFIX_DISABLE": "" if fixed else "1"}
-    result = capped.run_capped(SCENARIO, 25, env)
-    lines = [x for x in result.stdout.splitlines() if x.startswith("{")]
-    assert lines, (result.timed_out, result.stderr[-3000:])
-    data: dict = json.loads(lines[-1])
-    assert data["installed"] is fixed
+    data = scenario_report(sshd, SCENARIO, fixed, cap=25)
     print(f"fabric 3, fixed={fixed}: {data}")
     return data
 

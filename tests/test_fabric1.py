@@ -8,8 +8,6 @@ no open pipe. fabric3 pins paramiko 2.12, so this runs in its own tox env
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 pytest.importorskip(
@@ -17,8 +15,7 @@ pytest.importorskip(
     reason="Fabric 1 (fabric3==1.14.post1) is not installed; run `tox -e fabric1`",
 )
 
-from tests.celery_app.support import ssh_env
-from tests.support import capped
+from tests.celery_app.support import scenario_report
 from tests.support.sshd import Sshd
 
 pytestmark = pytest.mark.timeout(90)
@@ -59,21 +56,12 @@ def proxy():
     return connections[env.host_string].get_transport().sock
 
 def pipes(sock):
+    fds = capped.fd_targets()
     streams = (sock.process.stdin, sock.process.stdout, sock.process.stderr)
-    return {os.readlink(f"/proc/self/fd/{s.fileno()}") for s in streams}
+    return {fds[s.fileno()] for s in streams}
 
 def open_pipes(names):
-    found = set()
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            found.add(os.readlink(f"/proc/self/fd/{fd}"))
-        except OSError:
-            pass
-    return len(names & found)
-
-def cpu():
-    t = os.times()
-    return t.user + t.system
+    return len(names & set(capped.fd_targets().values()))
 """
 
 RECOVERY = (
@@ -84,9 +72,7 @@ old = proxy()
 names = pipes(old)
 os.kill(old.process.pid, signal.SIGKILL)
 time.sleep(0.3)
-c0, w0 = cpu(), time.monotonic()
-time.sleep(1.0)
-busy = (cpu() - c0) / (time.monotonic() - w0)
+busy = capped.cpu_fraction(os.getpid(), 1.0)
 after = [do(f"echo again-{i}") for i in range(3)]
 new = proxy()
 names |= pipes(new)
@@ -107,12 +93,7 @@ print(json.dumps({
 
 
 def _scenario(sshd: Sshd, code: str, fixed: bool) -> dict:
-    env = {**ssh_env(sshd), "PARAMIKO_PROXYFIX_DISABLE": "" if fixed else "1"}
-    result = capped.run_capped(code, 30, env)
-    lines = [x for x in result.stdout.splitlines() if x.startswith("{")]
-    assert lines, (result.timed_out, result.stderr[-3000:])
-    data: dict = json.loads(lines[-1])
-    assert data["installed"] is fixed
+    data = scenario_report(sshd, code, fixed, cap=30)
     print(f"fabric 1, fixed={fixed}: {data}")
     return data
 

@@ -21,20 +21,15 @@ pytestmark = pytest.mark.timeout(60)
 INHERIT = """
 import json, multiprocessing, os, time
 import paramiko, paramiko_proxyfix
+from tests.support import capped
 FIXED = paramiko_proxyfix.is_installed()
 p = paramiko.ProxyCommand("cat")
 p.settimeout(5)
-streams = (p.process.stdin, p.process.stdout, p.process.stderr)
-pipes = {os.readlink(f"/proc/self/fd/{s.fileno()}") for s in streams}
+fds = capped.fd_targets()
+pipes = {fds[s.fileno()] for s in (p.process.stdin, p.process.stdout, p.process.stderr)}
 
 def held():
-    mine = set()
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            mine.add(os.readlink(f"/proc/self/fd/{fd}"))
-        except OSError:
-            pass
-    return len(pipes & mine)
+    return len(pipes & set(capped.fd_targets().values()))
 
 def in_child():
     report = {"held": held()}
@@ -51,17 +46,7 @@ def in_child():
     return report
 
 if os.environ["MODE"] == "os":
-    r, w = os.pipe()
-    child = os.fork()
-    if child == 0:
-        os.write(w, json.dumps(in_child()).encode())
-        os._exit(0)
-    os.close(w)
-    data = b""
-    while chunk := os.read(r, 4096):
-        data += chunk
-    os.waitpid(child, 0)
-    report = json.loads(data)
+    report = capped.fork_report(in_child)
 else:
     ctx = multiprocessing.get_context("fork")
     ours, theirs = ctx.Pipe()
@@ -70,7 +55,7 @@ else:
     report = ours.recv()
     proc.join(10)
 time.sleep(0.2)
-state = open(f"/proc/{p.process.pid}/stat").read().rsplit(")", 1)[1].split()[0]
+state = capped.proc_state(p.process.pid)
 echo = None
 if FIXED:
     p.send(b"still mine")
@@ -116,12 +101,12 @@ IN_RECV = """
 import json, os, signal, time
 import paramiko_proxyfix
 from tests.celery_app.support import ssh_client
+from tests.support import capped
 client = ssh_client()
 sock = client.get_transport().sock
 time.sleep(0.3)  # the transport thread now waits inside sock.recv()
-r, w = os.pipe()
-child = os.fork()
-if child == 0:
+
+def in_child():
     signal.alarm(10)  # a hang must not outlive the test
     report = {}
     t0 = time.monotonic()
@@ -134,15 +119,11 @@ if child == 0:
     except Exception as exc:
         report["exec"] = str(exc)
     report["seconds"] = time.monotonic() - t0
-    os.write(w, json.dumps(report).encode())
-    os._exit(0)
-os.close(w)
-data = b""
-while chunk := os.read(r, 4096):
-    data += chunk
-os.waitpid(child, 0)
+    return report
+
+child = capped.fork_report(in_child)
 _, out, _ = client.exec_command("echo from-the-parent", timeout=10)
-print(json.dumps({"child": json.loads(data), "parent": out.read().decode().strip(),
+print(json.dumps({"child": child, "parent": out.read().decode().strip(),
                   "owner": os.getpid()}))
 client.close()
 """

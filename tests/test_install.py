@@ -13,7 +13,7 @@ from paramiko.proxy import ProxyCommand
 
 import paramiko_proxyfix
 from paramiko_proxyfix import _patch
-from paramiko_proxyfix.proxy import ProxyCommandMethods
+from paramiko_proxyfix.methods import ProxyCommandMethods
 from tests.support import REPO_ROOT
 
 pytestmark = pytest.mark.timeout(60)

@@ -8,7 +8,9 @@ forked the proxy, so the thread case is tested too.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+import sys
 import threading
 import time
 
@@ -104,7 +106,7 @@ def test_ssh_w_dies_with_its_owner_while_a_child_holds_its_pipes(
     sshd: Sshd, fixed: bool, holder: str
 ) -> None:
     """The incident's case: upstream, ``ssh -W`` outlives its SIGKILLed owner."""
-    env = {**ssh_env(sshd), "PARAMIKO_PROXYFIX_DISABLE": "" if fixed else "1"}
+    env = ssh_env(sshd, fixed)
     with Owner(SSH_OWNER.replace("HOLDER", _HOLDERS[holder]), env) as owner:
         took = _kill_owner_and_time(owner, cap=1.0 if fixed else 2.0)
     print(f"ssh -W, fixed={fixed}, holder={holder}: gone {took} s after owner")
@@ -210,27 +212,20 @@ def test_start_errors_reach_the_calling_thread() -> None:
 FORKED_SPAWN = """
 import json, os, threading
 import paramiko, paramiko_proxyfix
-def ppid(pid):
-    return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+from tests.support import capped
 parent_pc = paramiko.ProxyCommand("cat")
-r, w = os.pipe()
-child = os.fork()
-if child == 0:
+
+def in_child():
     pc = paramiko.ProxyCommand("cat")
     pc.settimeout(5)
     pc.send(b"hi")
     report = {"echo": pc.recv(2).decode(),
               "threads": [t.name for t in threading.enumerate()],
-              "ppid_is_me": ppid(pc.process.pid) == os.getpid()}
-    os.write(w, json.dumps(report).encode())
+              "ppid_is_me": capped.parent_pid(pc.process.pid) == os.getpid()}
     pc.close()
-    os._exit(0)
-os.close(w)
-data = b""
-while chunk := os.read(r, 4096):
-    data += chunk
-os.waitpid(child, 0)
-print(data.decode())
+    return report
+
+print(json.dumps(capped.fork_report(in_child)))
 """
 
 
@@ -272,3 +267,33 @@ def test_without_prctl_proxies_start_in_the_calling_thread() -> None:
     assert "/nonexistent/proxy-binary" in data["error"]
     assert data["supported"] is False
     assert data["threads"] == ["MainThread"]
+
+
+@pytest.mark.skipif(
+    sys.version_info < (3, 10) or not shutil.which("setpriv"),
+    reason="Python 3.9 never vforks; setpriv is util-linux's",
+)
+def test_the_signal_is_set_without_a_preexec_fn() -> None:
+    """setpriv sets it, so subprocess may vfork(): the owner-death tests above
+    then cover that path, and a big worker starts proxies in well under a
+    millisecond instead of copying its page tables (benchmarks: spawn)."""
+    pc = ProxyCommand("cat")
+    try:
+        assert pc.process.args[1:4] == ["--pdeathsig", "KILL", "--"]
+        assert pc.process.args[4:] == ["cat"] and pc.cmd == ["cat"]
+    finally:
+        pc.close()
+
+
+def test_a_file_that_cannot_run_fails_at_construction(tmp_path) -> None:
+    script = tmp_path / "proxy.sh"
+    script.write_text("#!/bin/sh\nexec cat\n")
+    with pytest.raises(ProxyCommandStartError, match="Permission denied"):
+        ProxyCommand(str(script))
+    with pytest.raises(ProxyCommandStartError, match="Permission denied"):
+        ProxyCommand(str(tmp_path))
+    with pytest.raises(ProxyCommandStartError, match="No such file or directory"):
+        ProxyCommand("no-such-proxy-command-here -W x:22")
+    script.chmod(0o755)
+    pc = ProxyCommand(str(script))
+    pc.close()

@@ -421,6 +421,18 @@ def test_close_from_another_thread_while_blocked(
     assert gone(p.process.pid)
 
 
+def test_send_after_close_is_a_broken_pipe(proxies: list) -> None:
+    """A write after our own close() reads as EPIPE, as on a closed socket."""
+    p = start(proxies, "cat")
+    p.close()
+    with pytest.raises(paramiko_proxyfix.ProxyCommandClosed) as info:
+        p.send(b"late")
+    exc = info.value
+    assert isinstance(exc, BrokenPipeError) and exc.errno == errno.EPIPE
+    assert isinstance(exc, ProxyCommandFailure)  # upstream's except clauses
+    assert "closed" in str(exc)
+
+
 def test_close_with_many_threads_racing(proxies: list) -> None:
     p = start(proxies, "cat")
     p.settimeout(0.05)

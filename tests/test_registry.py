@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import gc
 import json
-import shlex
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,21 +16,9 @@ from paramiko.proxy import ProxyCommand
 
 import paramiko_proxyfix
 from paramiko_proxyfix import registry
-from tests.support import capped
+from tests.support import STUBBORN, capped
 
 pytestmark = pytest.mark.timeout(30)
-
-# Ignores SIGTERM and stdin EOF; "ready" once the handler is in place.
-STUBBORN = shlex.join(
-    [
-        sys.executable,
-        "-c",
-        "import signal,sys,time\n"
-        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-        "sys.stdout.write('ready'); sys.stdout.flush()\n"
-        "time.sleep(60)",
-    ]
-)
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shlex
 import signal
@@ -27,14 +28,7 @@ pytestmark = pytest.mark.timeout(120)
 
 def scenario_env(sshd: Sshd) -> dict[str, str]:
     """What tests/scenarios.py needs to reach the sshd through ``ssh -W``."""
-    return {
-        "SCN_HOST": sshd.host,
-        "SCN_PORT": str(sshd.port),
-        "SCN_USER": sshd.username,
-        "SCN_KEY": str(sshd.client_key_path),
-        "SCN_KNOWN_HOSTS": str(sshd.known_hosts_path),
-        "SCN_PROXY": sshd.proxy_command(),
-    }
+    return sshd.login_env("SCN_")
 
 
 def scenario(sshd: Sshd, name: str, fixed: bool, cap: float = 15, **env: str) -> Any:
@@ -162,6 +156,17 @@ def test_connect_exec_close_cycles_leak_nothing(sshd: Sshd) -> None:
     assert set(capped.open_fds()) - baseline_fds == set()
     assert threading.active_count() == baseline_threads
     assert capped.proxy_processes(marker) == []
+
+
+def test_routine_close_logs_no_error(sshd: Sshd, caplog: Any) -> None:
+    """A routine exec-then-close through ``ssh -W`` logs nothing at ERROR."""
+    caplog.set_level(logging.DEBUG, logger="paramiko")
+    for i in range(20):
+        client = sshd.connect(sock=paramiko.ProxyCommand(sshd.proxy_command()))
+        assert _exec(client, f"echo {i}") == f"{i}\n".encode()
+        client.close()
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []
 
 
 def test_cycles_leak_without_the_fix(sshd: Sshd) -> None:

@@ -153,3 +153,21 @@ def test_grandchild_holding_the_pipe_does_not_keep_the_transport(
     grandchild = re.search(r"grandchild-pid=(\d+)", state_of(sock).stderr_tail())
     if grandchild:  # it stayed in the proxy's process group: close() got it
         assert capped.wait_gone([int(grandchild.group(1))], 2) == []
+
+
+def test_write_after_close_reads_as_eof_to_paramiko(fake_server: FakeServer) -> None:
+    """The transport thread may still write when close() runs: paramiko's
+    packet writer must take that as EOF, which it logs at DEBUG, not as a
+    ProxyCommandFailure, which the transport thread logs at ERROR."""
+    sock = paramiko.ProxyCommand(proxy_cmd("relay", fake_server.host, fake_server.port))
+    client = fake_server.connect(sock=sock)
+    transport = client.get_transport()
+    try:
+        sock.close()
+        message = paramiko.Message()
+        message.add_byte(bytes([paramiko.common.MSG_IGNORE]))
+        message.add_string(b"late")
+        with pytest.raises(EOFError):
+            transport.packetizer.send_message(message)
+    finally:
+        client.close()

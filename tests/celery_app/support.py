@@ -16,21 +16,37 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tests.support import REPO_ROOT, capped
 
+if TYPE_CHECKING:  # not at run time: pool children need no sshd code
+    from tests.support.sshd import Sshd
 
-def ssh_env(sshd: Any) -> dict[str, str]:
-    """What a child needs to log in to ``sshd`` through a real ``ssh -W``."""
-    return {
-        "PFX_HOST": sshd.host,
-        "PFX_PORT": str(sshd.port),
-        "PFX_USER": sshd.username,
-        "PFX_KEY": str(sshd.client_key_path),
-        "PFX_KNOWN_HOSTS": str(sshd.known_hosts_path),
-        "PFX_GATEWAY": sshd.proxy_command(),
-    }
+
+def ssh_env(sshd: Sshd, fixed: bool | None = None) -> dict[str, str]:
+    """What a child needs to log in to ``sshd`` through a real ``ssh -W``.
+
+    With ``fixed``, also whether ``import paramiko_proxyfix`` installs the fix.
+    """
+    env = sshd.login_env("PFX_", proxy_name="GATEWAY")
+    if fixed is not None:
+        env["PARAMIKO_PROXYFIX_DISABLE"] = "" if fixed else "1"
+    return env
+
+
+def scenario_report(sshd: Sshd, code: str, fixed: bool, cap: float) -> dict[str, Any]:
+    """Run ``code`` capped against ``sshd``, with the fix or without it.
+
+    Returns the last JSON line it printed, after checking that its
+    ``installed`` says what was asked: a scenario must not pass by accident.
+    """
+    result = capped.run_capped(code, cap, ssh_env(sshd, fixed))
+    lines = [x for x in result.stdout.splitlines() if x.startswith("{")]
+    assert lines, (result.timed_out, result.stderr[-3000:])
+    data: dict[str, Any] = json.loads(lines[-1])
+    assert data["installed"] is fixed
+    return data
 
 
 def ssh_client(sock: Any = None) -> Any:

@@ -14,6 +14,18 @@ TESTS_DIR = Path(__file__).resolve().parent.parent
 REPO_ROOT = TESTS_DIR.parent
 PROXIES_DIR = TESTS_DIR / "proxies"
 
+#: A proxy that ignores SIGTERM and stdin EOF; says "ready" once it does.
+STUBBORN = shlex.join(
+    [
+        sys.executable,
+        "-c",
+        "import signal,sys,time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "sys.stdout.write('ready'); sys.stdout.flush()\n"
+        "time.sleep(60)",
+    ]
+)
+
 
 def proxy_script(name: str) -> str:
     """Absolute path of a proxy program in tests/proxies (``name`` w/o .py)."""

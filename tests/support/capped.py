@@ -8,6 +8,7 @@ instead of a stuck test session.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import resource
@@ -16,8 +17,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping
+import traceback
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from tests.support import REPO_ROOT
 
@@ -139,6 +142,31 @@ def _kill_tree(pid: int) -> None:
     kill_pids(tree)
 
 
+def fork_report(child: Callable[[], Any]) -> Any:
+    """Call ``child`` in a forked copy of this process; return what it returned.
+
+    For scripts given to run_capped: the result comes back as JSON through a
+    pipe, and the copy ends with os._exit even if ``child`` raises, rather
+    than running on through the script's parent code.
+    """
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.write(w, json.dumps(child()).encode())
+        except BaseException:
+            traceback.print_exc()
+            os._exit(1)
+        os._exit(0)
+    os.close(w)
+    data = b""
+    while chunk := os.read(r, 4096):
+        data += chunk
+    os.close(r)
+    os.waitpid(pid, 0)
+    return json.loads(data)
+
+
 # -- /proc readers -----------------------------------------------------------
 
 
@@ -174,6 +202,12 @@ def child_pids(pid: int | None = None) -> list[int]:
     return sorted(p for p, pp in _ppid_map().items() if pp == parent)
 
 
+def parent_pid(pid: int) -> int | None:
+    """The parent of ``pid``, None if it is gone."""
+    fields = _stat_fields(f"/proc/{pid}/stat")
+    return int(fields[1]) if fields else None
+
+
 def descendants(pid: int) -> list[int]:
     """Every living-or-zombie descendant of ``pid``, found through /proc."""
     parents = _ppid_map()
@@ -192,16 +226,23 @@ def count_zombie_children(pid: int | None = None) -> int:
     return sum(proc_state(p) == "Z" for p in child_pids(pid))
 
 
-def open_fds() -> list[int]:
-    """This process's open descriptors (the one used for listing excluded)."""
-    fds = []
+def fd_targets() -> dict[int, str]:
+    """This process's open descriptors and what each is (``pipe:[INODE]``...).
+
+    The descriptor listdir used is not among them: it is closed by then.
+    """
+    targets = {}
     for name in os.listdir("/proc/self/fd"):
         try:
-            os.readlink(f"/proc/self/fd/{name}")
+            targets[int(name)] = os.readlink(f"/proc/self/fd/{name}")
         except OSError:  # the directory descriptor listdir used, now closed
             continue
-        fds.append(int(name))
-    return sorted(fds)
+    return targets
+
+
+def open_fds() -> list[int]:
+    """This process's open descriptors (the one used for listing excluded)."""
+    return sorted(fd_targets())
 
 
 def cmdline(pid: int) -> str:

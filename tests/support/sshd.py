@@ -16,6 +16,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -56,17 +57,24 @@ def _keygen(path: Path, comment: str) -> None:
 class Sshd:
     """An sshd on 127.0.0.1 with its own host key, client key and known_hosts.
 
-    Use as a context manager or call ``start()`` / ``stop()``.
+    Use as a context manager or call ``start()`` / ``stop()``. ``options``
+    add or replace sshd_config keywords (the benchmark raises the limits).
     """
 
     host = "127.0.0.1"
 
-    def __init__(self, workdir: Path | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path | None = None,
+        options: Mapping[str, str] | None = None,
+        prefix: str = "proxyfix-sshd-",
+    ) -> None:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if workdir is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="proxyfix-sshd-")
+            self._tmp = tempfile.TemporaryDirectory(prefix=prefix)
             workdir = Path(self._tmp.name)
         self.workdir = workdir
+        self.options = dict(options or {})
         self.username = pwd.getpwuid(os.getuid()).pw_name
         self.port = 0
         self.host_key_path = workdir / "ssh_host_ed25519_key"
@@ -105,28 +113,30 @@ class Sshd:
         raise SshdError("sshd did not start:\n" + "\n---\n".join(errors))
 
     def _write_config(self, authorized: Path) -> None:
-        lines = [
-            f"Port {self.port}",
-            f"ListenAddress {self.host}",
-            f"HostKey {self.host_key_path}",
-            f"AuthorizedKeysFile {authorized}",
-            "PidFile none",
-            "UsePAM no",
-            "StrictModes no",
-            "PermitRootLogin prohibit-password",
-            "PubkeyAuthentication yes",
-            "PasswordAuthentication no",
-            "KbdInteractiveAuthentication no",
-            "AllowTcpForwarding yes",
-            "X11Forwarding no",
-            "PrintMotd no",
-            "LogLevel VERBOSE",
+        config = {
+            "Port": str(self.port),
+            "ListenAddress": self.host,
+            "HostKey": str(self.host_key_path),
+            "AuthorizedKeysFile": str(authorized),
+            "PidFile": "none",
+            "UsePAM": "no",
+            "StrictModes": "no",
+            "PermitRootLogin": "prohibit-password",
+            "PubkeyAuthentication": "yes",
+            "PasswordAuthentication": "no",
+            "KbdInteractiveAuthentication": "no",
+            "AllowTcpForwarding": "yes",
+            "X11Forwarding": "no",
+            "PrintMotd": "no",
+            "LogLevel": "VERBOSE",
             # tests open many connections quickly; don't throttle them
-            "MaxStartups 200",
-            "MaxSessions 200",
-            "ClientAliveInterval 0",
-        ]
-        self.config_path.write_text("\n".join(lines) + "\n")
+            "MaxStartups": "200",
+            "MaxSessions": "200",
+            "ClientAliveInterval": "0",
+            **self.options,
+        }
+        text = "".join(f"{key} {value}\n" for key, value in config.items())
+        self.config_path.write_text(text)
 
     def _launch(self, timeout: float) -> None:
         # a file, not a pipe: sshd never blocks on logging
@@ -230,6 +240,22 @@ class Sshd:
     ) -> str:
         """The same, as the one string that ``ProxyCommand`` splits."""
         return shlex.join(self.proxy_argv(target_host, target_port))
+
+    def login_env(self, prefix: str, proxy_name: str = "PROXY") -> dict[str, str]:
+        """What a child process needs to log in here through ``ssh -W``.
+
+        As environment variables ``{prefix}HOST``, ``PORT``, ``USER``, ``KEY``,
+        ``KNOWN_HOSTS`` and ``{prefix}{proxy_name}`` (the ``ssh -W`` command).
+        """
+        values = {
+            "HOST": self.host,
+            "PORT": str(self.port),
+            "USER": self.username,
+            "KEY": str(self.client_key_path),
+            "KNOWN_HOSTS": str(self.known_hosts_path),
+            proxy_name: self.proxy_command(),
+        }
+        return {prefix + name: value for name, value in values.items()}
 
     def client_key(self) -> paramiko.PKey:
         """The client key as a paramiko key object."""
