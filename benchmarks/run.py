@@ -4,8 +4,9 @@
 
 Starts its own sshd on 127.0.0.1 and measures, in one run on one machine:
 a direct TCP socket, and upstream paramiko (the fix uninstalled) and the fix,
-each through a plain relay (``socat - TCP:...``) and through a real ``ssh -W``
-to the same sshd. Every measurement runs in a fresh interpreter under a
+each through a plain relay (``socat -b 65536 - TCP:...``) and through a real
+``ssh -W`` to the same sshd; transfers also through socat with its default
+8 KiB buffer. Every measurement runs in a fresh interpreter under a
 wall-clock cap, because upstream spins forever once its proxy is dead.
 Repeated measurements go round-robin over the setups, so a noisy neighbour
 slows all of them alike; the ratios within one run are what to compare.
@@ -44,10 +45,23 @@ SETUPS: dict[str, tuple[str, str]] = {
     "direct": ("direct", "tcp"),
     "upstream/relay": ("upstream", "relay"),
     "fix/relay": ("fix", "relay"),
+    "upstream/relay-8k": ("upstream", "relay-8k"),
+    "fix/relay-8k": ("fix", "relay-8k"),
     "upstream/ssh-W": ("upstream", "ssh-W"),
     "fix/ssh-W": ("fix", "ssh-W"),
 }
-PATHS = ("relay", "ssh-W")
+PATHS = ("relay", "relay-8k", "ssh-W")
+#: The relay's buffer. socat's default, 8 KiB, costs the relay process about
+#: 1 ms of CPU per MiB, as much as sshd's encryption: on 2 cores that, not
+#: the client, sets the pace. 64 KiB (a pipe's size) makes it a thin relay.
+RELAY_BUFFER = 65536
+#: Paths measured for transfers only: the rest is the same as for "relay".
+TRANSFER_ONLY = ("relay-8k",)
+TITLES = {
+    "relay": f"a plain relay (socat -b {RELAY_BUFFER})",
+    "relay-8k": "socat with its default 8 KiB buffer (transfers only)",
+    "ssh-W": "ssh -W",
+}
 
 
 class Plan:
@@ -134,8 +148,11 @@ class Bench:
     def config(self, setup: str, measure: str, **extra: Any) -> dict[str, Any]:
         impl, path = SETUPS[setup]
         proxy = None
+        target = f"TCP:{self.sshd.host}:{self.sshd.port}"
         if path == "relay":
-            proxy = shlex.join(["socat", "-", f"TCP:{self.sshd.host}:{self.sshd.port}"])
+            proxy = shlex.join(["socat", "-b", str(RELAY_BUFFER), "-", target])
+        elif path == "relay-8k":
+            proxy = shlex.join(["socat", "-", target])
         elif path == "ssh-W":
             proxy = self.sshd.sshw_command()
         cfg = {
@@ -151,13 +168,17 @@ class Bench:
         cfg.update(extra)
         return cfg
 
+    def measured(self, measure: str) -> list[str]:
+        """The setups ``measure`` runs on: transfer-only paths only transfer."""
+        if measure == "transfer":
+            return self.setups
+        return [s for s in self.setups if SETUPS[s][1] not in TRANSFER_ONLY]
+
     def _rounds(self, measure: str, rounds: int, cap: float, **extra: Any) -> None:
         """``rounds`` children per setup, round-robin, each order rotated."""
+        setups = self.measured(measure)
         for r in range(rounds):
-            order = (
-                self.setups[r % len(self.setups) :]
-                + self.setups[: r % len(self.setups)]
-            )
+            order = setups[r % len(setups) :] + setups[: r % len(setups)]
             for setup in order:
                 progress(f"  {measure} {r + 1}/{rounds} {setup}")
                 res = run_child(self.config(setup, measure, **extra), cap)
@@ -180,7 +201,7 @@ class Bench:
         )
 
     def spawn(self) -> None:
-        for setup in self.setups:
+        for setup in self.measured("spawn"):
             if SETUPS[setup][0] == "direct":
                 continue
             progress(f"  spawn {setup}")
@@ -188,7 +209,7 @@ class Bench:
             self.raw[setup]["spawn"] = run_child(cfg, 120)
 
     def detect(self) -> None:
-        for setup in self.setups:
+        for setup in self.measured("detect"):
             impl, _ = SETUPS[setup]
             if impl == "direct":
                 continue
@@ -200,7 +221,7 @@ class Bench:
             )
 
     def idle(self) -> None:
-        for setup in self.setups:
+        for setup in self.measured("idle"):
             progress(f"  idle {setup} ({self.plan.idle_count} connections)")
             cfg = self.config(
                 setup,
@@ -211,7 +232,7 @@ class Bench:
             self.raw[setup]["idle"] = run_child(cfg, 300)
 
     def many(self) -> None:
-        for setup in self.setups:
+        for setup in self.measured("many"):
             if SETUPS[setup][1] == "ssh-W":
                 # The relay shows the client's limits; ssh -W would double
                 # sshd's load for nothing more.
@@ -340,8 +361,7 @@ def table(summary: dict[str, dict[str, Any]], plan: Plan) -> str:
         if up is None and fix is None:
             continue
         up, fix = up or {}, fix or {}
-        title = "a plain relay (socat)" if path == "relay" else "ssh -W"
-        out.append(f"\n### through {title}\n")
+        out.append(f"\n### through {TITLES[path]}\n")
         out.append(
             "| figure | unit | direct | upstream | fix "
             "| fix/direct | fix/upstream | upstream/direct |"
@@ -352,7 +372,7 @@ def table(summary: dict[str, dict[str, Any]], plan: Plan) -> str:
             d = direct.get(key)
             u = up.get(key, up.get(key.rsplit("_", 1)[0]))
             f = fix.get(key, fix.get(key.rsplit("_", 1)[0]))
-            if d is None and u is None and f is None:
+            if u is None and f is None and (d is None or path in TRANSFER_ONLY):
                 continue
             out.append(
                 f"| {label} | {unit} | {_fmt(d)} | {_fmt(u)} | {_fmt(f)} | "
