@@ -71,7 +71,7 @@ class Plan:
         self.quick = quick
         self.size = 8 * MiB if quick else 64 * MiB
         self.transfer_rounds = 1 if quick else 9
-        self.latency_rounds = 1 if quick else 3
+        self.latency_rounds = 1 if quick else 5
         self.latency_n = 4 if quick else 8
         self.spawn_n = 5 if quick else 20
         self.detect_n = 3 if quick else 15
