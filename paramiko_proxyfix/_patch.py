@@ -68,10 +68,10 @@ def _replacements() -> list[tuple[type, str, Any]]:
     from paramiko.packet import Packetizer
     from paramiko.proxy import ProxyCommand
 
-    from .methods import ProxyCommandMethods
+    from .fixed import FixedProxyCommand
     from .readloop import make_check_keepalive
 
-    ours = vars(ProxyCommandMethods)
+    ours = vars(FixedProxyCommand)
     out: list[tuple[type, str, Any]] = [
         (ProxyCommand, n, ours[n]) for n in PROXY_METHODS + PROXY_ADDED
     ]

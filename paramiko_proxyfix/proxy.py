@@ -1,6 +1,6 @@
 """The process behind one ProxyCommand: its pipes, its exit status, its stderr.
 
-``ProxyProcess`` does the work for the thin methods of ``methods.py``, which
+``ProxyProcess`` does the work for the thin methods of ``fixed.py``, which
 find it on the ProxyCommand with ``state_of()``.
 """
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from paramiko_proxyfix import demo, ps
+from paramiko_proxyfix.cli import demo, ps
 from tests.support import REPO_ROOT, capped
 
 
@@ -180,7 +180,7 @@ def test_check_fails_on_an_unsupported_paramiko() -> None:
         paramiko.__version_info__ = (6, 0, 0)
         paramiko.__version__ = "6.0.0"
         warnings.simplefilter("ignore")
-        from paramiko_proxyfix.cli import main
+        from paramiko_proxyfix.cli.main import main
         sys.exit(main(sys.argv[1:]))
         """
     )
@@ -199,7 +199,7 @@ def test_check_detects_an_unfixed_paramiko() -> None:
         """
         import json, os, sys
         import paramiko_proxyfix
-        from paramiko_proxyfix import check
+        from paramiko_proxyfix.cli import check
         paramiko_proxyfix.uninstall()
         print(json.dumps(check._live_steps()), flush=True)
         os._exit(0)

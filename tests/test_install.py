@@ -13,7 +13,7 @@ from paramiko.proxy import ProxyCommand
 
 import paramiko_proxyfix
 from paramiko_proxyfix import _patch
-from paramiko_proxyfix.methods import ProxyCommandMethods
+from paramiko_proxyfix.fixed import FixedProxyCommand
 from tests.support import REPO_ROOT
 
 pytestmark = pytest.mark.timeout(60)
@@ -59,7 +59,7 @@ def restore_install():
 
 def test_import_installed_the_fix() -> None:
     assert paramiko_proxyfix.is_installed()
-    assert vars(ProxyCommand)["recv"] is vars(ProxyCommandMethods)["recv"]
+    assert vars(ProxyCommand)["recv"] is vars(FixedProxyCommand)["recv"]
 
 
 def test_identity_before_during_after(restore_install: None) -> None:
@@ -68,7 +68,7 @@ def test_identity_before_during_after(restore_install: None) -> None:
     assert not paramiko_proxyfix.is_installed()
     assert paramiko_proxyfix.install() is True
     during = snapshot()
-    ours = vars(ProxyCommandMethods)
+    ours = vars(FixedProxyCommand)
     for (cls, name), value in during.items():
         assert value is not before[(cls, name)], name
         if cls is ProxyCommand:
@@ -116,7 +116,7 @@ def test_concurrent_install_uninstall_stays_consistent(restore_install: None) ->
     paramiko_proxyfix.uninstall()
     assert snapshot() == before
     paramiko_proxyfix.install()
-    assert vars(ProxyCommand)["recv"] is vars(ProxyCommandMethods)["recv"]
+    assert vars(ProxyCommand)["recv"] is vars(FixedProxyCommand)["recv"]
 
 
 def test_disable_env_makes_import_a_no_op() -> None:

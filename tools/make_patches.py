@@ -6,7 +6,7 @@ Each patch makes a paramiko release fix its ProxyCommand natively:
   and readloop.py, and what they import), copied byte for byte after a
   header line, so the patched paramiko runs the same code as the package;
 - ``paramiko/proxy.py``: ``ProxyCommand`` with the methods of
-  ``ProxyCommandMethods`` (methods.py) as its own, and the new exceptions
+  ``FixedProxyCommand`` (fixed.py) as its own, and the new exceptions
   re-exported;
 - ``paramiko/packet.py``: the read-loop hook on ``Packetizer._check_keepalive``;
 - the packaging file: ``paramiko._proxyfix`` listed as a package.
@@ -41,7 +41,7 @@ SUBPACKAGE = "_proxyfix"
 ROOTS = ("proxy", "readloop")
 #: The modules that make no sense inside paramiko: patching it from outside,
 #: and the methods that become ProxyCommand's own.
-EXCLUDED = ("__init__", "_patch", "methods")
+EXCLUDED = ("__init__", "_patch", "fixed")
 _PACKAGE_LINES = ('packages=["paramiko"]', 'packages = ["paramiko"]')
 
 
@@ -229,12 +229,12 @@ def _license_header(source: str) -> list[str]:
 
 def proxy_module(upstream: str, modules: dict[str, str]) -> str:
     """paramiko/proxy.py: upstream's header and docstring, our methods."""
-    ours = (PACKAGE / "methods.py").read_text()
+    ours = (PACKAGE / "fixed.py").read_text()
     tree = ast.parse(ours)
-    methods = _class(tree, "ProxyCommandMethods")
+    methods = _class(tree, "FixedProxyCommand")
     our_lines = ours.splitlines(keepends=True)
     body = our_lines[_docstring_end(methods) : methods.end_lineno]
-    bindings = _module_bindings(tree, "methods")
+    bindings = _module_bindings(tree, "fixed")
     used = {
         n.id
         for stmt in methods.body

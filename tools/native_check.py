@@ -28,7 +28,8 @@ from typing import Any, Callable
 
 import paramiko
 
-LOOPBACK = Path(__file__).resolve().parent.parent / "paramiko_proxyfix" / "_loopback.py"
+REPO = Path(__file__).resolve().parent.parent
+LOOPBACK = REPO / "paramiko_proxyfix" / "cli" / "loopback.py"
 _spec = importlib.util.spec_from_file_location("proxyfix_loopback", LOOPBACK)
 assert _spec is not None and _spec.loader is not None
 loopback: Any = importlib.util.module_from_spec(_spec)

@@ -20,8 +20,8 @@ from typing import Any
 
 import paramiko
 
-from . import _patch
-from ._loopback import connect, relay_command
+from .. import _patch
+from .loopback import connect, relay_command
 
 
 def _describe(exc: BaseException | None) -> str | None:

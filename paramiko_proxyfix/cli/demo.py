@@ -19,7 +19,7 @@ from typing import Any
 
 import paramiko
 
-from ._loopback import LoopbackServer
+from .loopback import LoopbackServer
 
 __all__ = ["render", "run_demo"]
 
@@ -32,8 +32,10 @@ BANNER_TIMEOUT = 3.0
 #: Hard cap on one child, well above what it needs without the fix (~8 s).
 CHILD_CAP = 25.0
 
-_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_CHILD_CODE = "from paramiko_proxyfix._incident import main; main()"
+_PACKAGE_PARENT = os.path.dirname(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+)
+_CHILD_CODE = "from paramiko_proxyfix.cli.incident import main; main()"
 _COMMAND = re.compile(r"ProxyCommand\('[^']*'\)")
 
 

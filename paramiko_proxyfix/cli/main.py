@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Any
 
-from . import _patch
+from .. import _patch
 
 __all__ = ["main"]
 

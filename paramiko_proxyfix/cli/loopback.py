@@ -29,7 +29,7 @@ from paramiko.common import (
 
 PASSWORD = "loopback"
 #: This file, run by path with ``python RELAY HOST PORT`` as the proxy.
-RELAY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_relay.py")
+RELAY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "relay.py")
 
 _Listener = TypeVar("_Listener", bound="LoopbackListener")
 # What stop() closes: accepted sockets, or the transports running over them.

@@ -13,9 +13,9 @@ from typing import Any
 
 import paramiko
 
-from . import _patch
-from ._incident import killed_proxy
-from ._loopback import LoopbackServer
+from .. import _patch
+from .incident import killed_proxy
+from .loopback import LoopbackServer
 
 __all__ = ["render", "run_check"]
 

@@ -12,10 +12,10 @@ import weakref
 
 from .proxy import STATE_ATTR, ProxyProcess, split_command, state_of
 
-__all__ = ["ProxyCommandMethods"]
+__all__ = ["FixedProxyCommand"]
 
 
-class ProxyCommandMethods:
+class FixedProxyCommand:
     """The methods install() puts on ``paramiko.proxy.ProxyCommand``."""
 
     def __init__(self, command_line: str) -> None:

@@ -1,6 +1,6 @@
 """A byte relay that stands in for ``ssh -W HOST:PORT`` in the demo and check.
 
-Run it by path (``python .../_relay.py HOST PORT``) so that it starts fast and
+Run it by path (``python .../relay.py HOST PORT``) so that it starts fast and
 imports nothing but the standard library. Like ``ssh -W`` it exits 255 with a
 message on stderr when it cannot connect, and 0 once either side ends.
 """
@@ -47,6 +47,6 @@ def relay(host: str, port: int) -> int:
 
 if __name__ == "__main__":
     if len(sys.argv) != 3:
-        sys.stderr.write("usage: _relay.py HOST PORT\n")
+        sys.stderr.write("usage: relay.py HOST PORT\n")
         sys.exit(2)
     sys.exit(relay(sys.argv[1], int(sys.argv[2])))
