@@ -25,7 +25,7 @@ from typing import Any
 from celery import signals
 
 from . import registry
-from .config import _env_float
+from .config import env_seconds
 
 __all__ = ["SHUTDOWN_TIMEOUT", "SETTING", "close_on_shutdown", "connect"]
 
@@ -38,7 +38,7 @@ SETTING = "paramiko_proxyfix_idle_timeout"
 
 
 def _apply_idle_timeout(app: Any) -> None:
-    seconds = _env_float(registry.IDLE_ENV, -1.0)
+    seconds = env_seconds(registry.IDLE_ENV, -1.0)
     if seconds < 0:  # unset: the Celery setting decides
         conf = getattr(app, "conf", None)
         raw = conf.get(SETTING) if conf is not None else None

@@ -1,11 +1,11 @@
-"""Hardening of paramiko's packet read loop.
+"""The hook on paramiko's packet read loop, for ProxyCommands that read on their own.
 
 ``Packetizer.read_all`` calls ``_check_keepalive`` each time its socket's
-``recv`` times out. For a ProxyCommand subclass that overrides ``recv`` (with
-upstream's spinning one, say), the replacement first asks whether the proxy
-process has ended with nothing left to read, and ends the loop with EOF. The
-fixed ``recv`` makes that check itself, so it is skipped for it: an idle
-connection times out ten times a second.
+``recv`` times out. For a ProxyCommand the fix started whose class overrides
+``recv`` (with upstream's spinning one, say), the replacement first asks
+whether the proxy has ended with nothing left to read, and ends the loop. The
+fixed ``recv`` makes that check itself, and instances the fix does not manage
+are left alone: the hook never raises anything else.
 """
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ from typing import Any, Callable
 
 from paramiko.proxy import ProxyCommand
 
-from .errors import ProxyCommandExited
-from .proxy import state_of
+from .fixed import PROCESS_ATTR, FixedProxyCommand
+from .logs import log
 
 __all__ = ["make_check_keepalive"]
+
+_RECV = vars(FixedProxyCommand)["recv"]
 
 
 def make_check_keepalive(original: Callable[[Any], None]) -> Callable[[Any], None]:
@@ -25,13 +27,15 @@ def make_check_keepalive(original: Callable[[Any], None]) -> Callable[[Any], Non
 
     def _check_keepalive(self: Any) -> None:
         sock = getattr(self, "_Packetizer__socket", None)
-        if isinstance(sock, ProxyCommand) and type(sock).recv is not ProxyCommand.recv:
-            state = state_of(sock)
-            code = state.exit_status()
-            if code is not None and not state.pending_output():
-                if code == 0:
-                    raise EOFError()
-                raise ProxyCommandExited(state.command, code, state.stderr_tail())
+        if isinstance(sock, ProxyCommand) and type(sock).recv is not _RECV:
+            state = getattr(sock, "__dict__", {}).get(PROCESS_ATTR)
+            if state is not None:
+                try:
+                    state.check_ended()
+                except EOFError:
+                    raise  # ProxyCommandExited is one too
+                except Exception:
+                    log.debug("exit check of proxy %d failed", state.pid, exc_info=True)
         original(self)
 
     _check_keepalive.__wrapped__ = original  # type: ignore[attr-defined]

@@ -1,59 +1,100 @@
-"""The live proxies of this process, held weakly, and what ends them.
+"""The live proxies of this process, held weakly, what ends them, and counters.
 
 - fork: the child releases every inherited proxy (closes its copies of the
   pipes, signals nothing) and starts from an empty registry;
-- exit: atexit closes this process's proxies, all at once;
-- idle: with an idle timeout set, a daemon thread closes proxies that had no
-  I/O for that long.
+- exit: every proxy gets SIGTERM before any is waited for, when the
+  interpreter (or a sub-interpreter) shuts its threads down, so closing many
+  costs one close timeout;
+- idle: with an idle timeout set, a thread closes proxies that had no I/O
+  for that long; it ends when no proxy is left.
+
+The lock is re-entrant: a signal handler may call close_all() while its
+thread is inside add().
 """
 
 from __future__ import annotations
 
 import atexit
-import logging
+import contextlib
 import os
 import signal
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
-from .config import _env_float, current
-from .spawn import forked_for_exec
+from .config import check, current, env_seconds
+from .logs import log
 
 if TYPE_CHECKING:
-    from .proxy import ProxyProcess
+    from .process import ProxyProcess
 
 __all__ = [
+    "IDLE_ENV",
     "add",
+    "add_listener",
     "close_all",
     "close_idle",
     "discard",
     "forget_inherited",
-    "idle_timeout",
+    "has_live",
     "live",
     "proxies",
     "set_idle_timeout",
+    "stats",
 ]
-
-log = logging.getLogger("paramiko_proxyfix")
 
 IDLE_ENV = "PARAMIKO_PROXYFIX_IDLE_TIMEOUT"
 
-_lock = threading.Lock()
+_lock = threading.RLock()
 _live: weakref.WeakSet[ProxyProcess] = weakref.WeakSet()
+_counters = dict.fromkeys(
+    ("started", "closed", "ended_by_exit", "ended_by_signal", "killed_after_timeout"),
+    0,
+)
+_listeners: list[Callable[[], None]] = []
+
+
+def _changed() -> None:
+    for listener in list(_listeners):
+        try:
+            listener()
+        except Exception:
+            log.debug("a registry listener failed", exc_info=True)
 
 
 def add(proxy: ProxyProcess) -> None:
     with _lock:
         _live.add(proxy)
+        _counters["started"] += 1
     if _idle_timeout is not None:
         _ensure_reaper()
+    _changed()
 
 
 def discard(proxy: ProxyProcess) -> None:
+    """Forget a closed proxy, counting how it ended."""
     with _lock:
+        if proxy not in _live:
+            return
         _live.discard(proxy)
+        _counters["closed"] += 1
+        code = proxy.returncode
+        if proxy.ended_before_close:
+            key = (
+                "ended_by_signal" if code is not None and code < 0 else "ended_by_exit"
+            )
+            _counters[key] += 1
+        elif proxy.killed:
+            _counters["killed_after_timeout"] += 1
+    _changed()
+
+
+def add_listener(listener: Callable[[], None]) -> None:
+    """Call ``listener()`` after any proxy of this process is added or closed."""
+    with _lock:
+        if listener not in _listeners:
+            _listeners.append(listener)
 
 
 def live() -> list[ProxyProcess]:
@@ -63,22 +104,44 @@ def live() -> list[ProxyProcess]:
         return [p for p in _live if p.owner_pid == me]
 
 
+def has_live() -> bool:
+    return bool(live())
+
+
+def stats() -> dict[str, int]:
+    """Counters of this process since it started (or was forked)."""
+    with _lock:
+        out = dict(_counters)
+    out["live"] = len(live())
+    return out
+
+
 def proxies() -> list[dict[str, Any]]:
-    """A snapshot of this process's live proxies, one dict each."""
+    """A snapshot of this process's live proxies, one plain dict each."""
     now = time.monotonic()
+    wall = time.time()
     out = []
     for p in live():
-        code = p.exit_status()
+        idle = now - p.pipes.last_io
+        if not p.poll_status():
+            state = "running"
+        elif p.returncode is None:
+            state = "ended(unknown)"
+        else:
+            state = f"exited({p.returncode})"
         out.append(
             {
                 "pid": p.pid,
+                "owner_pid": p.owner_pid,
                 "command": p.command,
                 "started": p.started,
-                "idle_seconds": now - p.last_io,
-                "last_io": time.time() - (now - p.last_io),
-                "bytes_in": p.bytes_in,
-                "bytes_out": p.bytes_out,
-                "state": "running" if code is None else f"exited({code})",
+                "start_ticks": p.start_ticks,
+                "age": wall - p.started,
+                "idle_seconds": idle,
+                "last_io": wall - idle,
+                "bytes_in": p.pipes.bytes_in,
+                "bytes_out": p.pipes.bytes_out,
+                "state": state,
             }
         )
     return out
@@ -97,33 +160,25 @@ def close_all(timeout: float | None = None) -> int:
 def close_idle(seconds: float, timeout: float | None = None) -> int:
     """Close the proxies with no I/O for ``seconds``; return how many."""
     cutoff = time.monotonic() - seconds
-    return _close([p for p in live() if p.last_io <= cutoff], timeout)
+    return _close([p for p in live() if p.pipes.last_io <= cutoff], timeout)
 
 
 def _close(victims: list[ProxyProcess], timeout: float | None) -> int:
+    from .process import wait_until
+
     total = current().close_timeout if timeout is None else timeout
     deadline = time.monotonic() + total
     # Another thread already closing one finishes it; leave it to that thread.
     mine = [p for p in victims if p.begin_close()]
     for p in mine:
-        p.signal(signal.SIGTERM)
-    _wait_exited(mine, deadline - total / 2)
+        p.signal_for_close(signal.SIGTERM)
+    wait_until(lambda: all(p.poll_status() for p in mine), total / 2)
     for p in mine:
-        if p.exit_status() is None:
-            p.signal(signal.SIGKILL)
+        if not p.poll_status():
+            p.signal_for_close(signal.SIGKILL)
     for p in mine:
         p.finish_close(max(0.0, deadline - time.monotonic()))
     return len(mine)
-
-
-def _wait_exited(procs: list[ProxyProcess], until: float) -> None:
-    delay = 0.0005
-    while any(p.exit_status() is None for p in procs):
-        left = until - time.monotonic()
-        if left <= 0:
-            return
-        time.sleep(min(delay, left))
-        delay = min(delay * 2, 0.01)
 
 
 def forget_inherited() -> int:
@@ -145,31 +200,27 @@ def forget_inherited() -> int:
 
 # -- idle timeout -------------------------------------------------------------
 
-_idle_timeout: float | None = _env_float(IDLE_ENV, 0.0) or None
+_idle_timeout: float | None = env_seconds(IDLE_ENV, 0.0) or None
 _reaper_lock = threading.Lock()
 #: (pid, wake-up event) of the reaper thread running in this process, if any.
 _reaper: tuple[int, threading.Event] | None = None
 
 
-def idle_timeout() -> float | None:
-    return _idle_timeout
-
-
 def set_idle_timeout(seconds: float | None) -> None:
     """Close proxies idle for ``seconds`` from now on (None or 0: never).
 
-    A daemon thread, started in each process that has proxies, does it. The
+    A thread, started in each process while it has proxies, does it. The
     default comes from PARAMIKO_PROXYFIX_IDLE_TIMEOUT.
     """
     global _idle_timeout
-    if seconds is not None and seconds < 0:
-        raise ValueError(f"idle timeout must not be negative, not {seconds!r}")
+    if seconds is not None:
+        check("idle timeout", seconds)
     _idle_timeout = seconds or None
     with _reaper_lock:
         reaper = _reaper
     if reaper is not None:
         reaper[1].set()  # recompute its deadline, or end
-    if _idle_timeout is not None and live():
+    if _idle_timeout is not None and has_live():
         _ensure_reaper()
 
 
@@ -196,19 +247,18 @@ def _reap_idle(wake: threading.Event) -> None:
     global _reaper
     while True:
         seconds = _idle_timeout
-        if seconds is None:
-            with _reaper_lock:  # re-checked: it may have been set again
-                if _idle_timeout is None:
-                    _reaper = None
-                    return
-            continue
+        with _reaper_lock:  # re-checked under the lock that starts reapers
+            if _idle_timeout is None or not has_live():
+                _reaper = None
+                return
+        assert seconds is not None
         try:
             close_idle(seconds)
         except Exception:
             log.exception("closing idle proxies failed")
-        last = [p.last_io for p in live()]
+        last = [p.pipes.last_io for p in live()]
         # Sleep until the least recently used proxy becomes idle, no longer.
-        wait = min(last) + seconds - time.monotonic() if last else seconds
+        wait = min(last) + seconds - time.monotonic() if last else 0.0
         wake.wait(max(wait, 0.05))
         wake.clear()
 
@@ -220,18 +270,32 @@ def _after_fork_in_child() -> None:
     # Only the forking thread survives: locks held by other parent threads
     # would stay held, and the parent's reaper thread does not exist here.
     global _lock, _reaper_lock, _reaper
+    from .spawn import forked_for_exec
+
     if forked_for_exec():
         return
-    _lock = threading.Lock()
+    _lock = threading.RLock()
     _reaper_lock = threading.Lock()
     _reaper = None
+    for key in _counters:
+        _counters[key] = 0
     forget_inherited()
 
 
-def _close_at_exit() -> None:
+def _at_exit() -> None:
+    """Close every proxy at once, then end the spawner thread."""
     close_all()
+    from .spawn import stop_spawner
+
+    stop_spawner()
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
-atexit.register(_close_at_exit)
+# threading's own exit hooks run when the interpreter, or a sub-interpreter,
+# shuts its threads down: before our threads would keep it from ending.
+_register = getattr(threading, "_register_atexit", None)
+if _register is not None:
+    with contextlib.suppress(RuntimeError):  # already shutting down
+        _register(_at_exit)
+atexit.register(_at_exit)

@@ -1,20 +1,23 @@
-"""Starting proxy processes so that none outlives its owner.
+"""Starting proxy processes so that none outlives its owner, from a thread that leaves.
 
 On Linux every proxy gets ``PR_SET_PDEATHSIG(SIGKILL)``: when the process that
 owns it dies by any means (a SIGKILL from a hard time limit included), the
-kernel kills the proxy, even one that ignores SIGTERM and EOF, and even while
-a forked child still holds its pipes.
+kernel kills the proxy, even one that ignores SIGTERM and EOF.
 
-That signal follows the *thread* that forked the proxy, not the process: a
-proxy started from a short-lived thread would die with that thread. So every
-proxy is started from one long-lived daemon thread per process, the spawner,
-which only ends when the process does. A forked child starts its own spawner
-on first use.
+That signal follows the *thread* that forked the proxy, not the process, so
+proxies are started from one daemon thread, the spawner. It also takes the
+waits that must not block their caller (a finalizer run by the garbage
+collector). It ends once it has had no work and no live proxy for a short
+while, and starts again on demand: a process whose proxies are all closed
+has no thread of ours (Python 3.12+ warns on fork() in a threaded process;
+a sub-interpreter cannot end while a thread of its own runs).
 
 The signal is set by util-linux's ``setpriv --pdeathsig``, which then execs
-the proxy, where it exists and Python starts children with vfork() (3.10+).
-Setting it in a ``preexec_fn`` instead makes subprocess fork(), which costs
-16 ms rather than 0.3 ms in a process with 512 MiB resident, as workers are.
+the proxy, where it exists and Python starts children with vfork() (3.10+);
+else in a ``preexec_fn``, which makes subprocess fork(). Under gevent or
+eventlet, threads are greenlets on the main thread: proxies are started
+directly, and the signal follows the main thread, which lives as long as the
+process.
 """
 
 from __future__ import annotations
@@ -33,15 +36,18 @@ from typing import Any, Callable
 from .errors import ProxyCommandStartError
 
 __all__ = [
-    "descendants",
     "forked_for_exec",
+    "green_threads",
     "has_controlling_tty",
-    "owner_death_supported",
+    "run_in_background",
     "spawn",
+    "stop_spawner",
 ]
 
 _PR_SET_PDEATHSIG = 1
 _SIGKILL = int(signal.SIGKILL)
+#: Seconds without work and without live proxies before the spawner ends.
+IDLE_EXIT = 0.2
 
 
 def _load_prctl() -> Callable[..., int] | None:
@@ -59,10 +65,18 @@ def _load_prctl() -> Callable[..., int] | None:
 
 _prctl = _load_prctl()
 
+#: Whether live proxies still need the spawner (their parent-death signal
+#: follows it); process.py points it at the registry.
+keep_alive: Callable[[], bool] = lambda: False  # noqa: E731
 
-def owner_death_supported() -> bool:
-    """Whether proxies are killed by the kernel when their owner dies."""
-    return _prctl is not None
+
+def green_threads() -> bool:
+    """Whether gevent or eventlet turned this process's threads into greenlets."""
+    gevent = sys.modules.get("gevent.monkey")
+    if gevent is not None and gevent.is_module_patched("threading"):
+        return True
+    eventlet = sys.modules.get("eventlet.patcher")
+    return eventlet is not None and bool(eventlet.is_monkey_patched("thread"))
 
 
 def has_controlling_tty() -> bool:
@@ -75,41 +89,69 @@ def has_controlling_tty() -> bool:
     return True
 
 
-#: setpriv's path once known to take --pdeathsig; "" when it cannot be used.
+#: setpriv's path once known to take --pdeathsig; "" once known unusable.
 _setpriv: str | None = None
 
 
 def _find_setpriv() -> str:
     """setpriv(1), if it sets a parent-death signal and saves a fork()."""
     global _setpriv
-    if _setpriv is None:
-        path = shutil.which("setpriv") if sys.version_info >= (3, 10) else None
-        found = ""
-        if path:
-            try:
-                usage = subprocess.run(
-                    [path, "--help"], capture_output=True, timeout=5
-                ).stdout
-            except (OSError, subprocess.SubprocessError):
-                usage = b""
-            if b"--pdeathsig" in usage:
-                found = path
-        _setpriv = found
+    if _setpriv is not None:
+        return _setpriv
+    path = shutil.which("setpriv") if sys.version_info >= (3, 10) else None
+    if not path:
+        _setpriv = ""
+        return ""
+    try:
+        usage = subprocess.run([path, "--help"], capture_output=True, timeout=5).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""  # maybe out of descriptors for now: ask again next time
+    _setpriv = path if b"--pdeathsig" in usage else ""
     return _setpriv
+
+
+def _binfmt_misc_in_use() -> bool:
+    try:
+        return bool(
+            set(os.listdir("/proc/sys/fs/binfmt_misc")) - {"register", "status"}
+        )
+    except OSError:
+        return False
+
+
+def _check_file(path: str) -> int:
+    """0 if exec() would run ``path``, else the errno it would fail with."""
+    if not os.path.exists(path):
+        return errno.ENOENT
+    if os.path.isdir(path) or not os.access(path, os.X_OK):
+        return errno.EACCES
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError:
+        return 0  # executable but unreadable: exec may still run it
+    if magic[:2] == b"#!" or magic == b"\x7fELF" or _binfmt_misc_in_use():
+        return 0
+    # exec() refuses it; execvp (which setpriv uses) would run it with /bin/sh.
+    return errno.ENOEXEC
 
 
 def _check_runnable(argv0: str) -> None:
     """Fail as exec would, before setpriv stands between us and the exec."""
     if os.sep in argv0:
-        path: str | None = argv0
-        if not os.path.exists(argv0):
-            path = None
-        elif os.path.isdir(argv0) or not os.access(argv0, os.X_OK):
-            raise OSError(errno.EACCES, os.strerror(errno.EACCES))
+        error = _check_file(argv0)
     else:
-        path = shutil.which(argv0)
-    if path is None:
-        raise OSError(errno.ENOENT, os.strerror(errno.ENOENT))
+        # execvp's search: the first runnable entry wins; EACCES if some
+        # entry existed but could not run, else ENOENT.
+        error = errno.ENOENT
+        for folder in os.environ.get("PATH", os.defpath).split(os.pathsep):
+            found = _check_file(os.path.join(folder or ".", argv0))
+            if found == 0:
+                return
+            if found != errno.ENOENT:
+                error = found
+    if error:
+        raise OSError(error, os.strerror(error))
 
 
 def _popen(argv: list[str], own_group: bool, die_with: int | None) -> Any:
@@ -131,9 +173,7 @@ def _popen(argv: list[str], own_group: bool, die_with: int | None) -> Any:
             if os.getppid() != die_with:
                 os._exit(255)
 
-    try:
-        if setpriv:
-            _check_runnable(argv[0])
+    def start(preexec_fn: Callable[[], None] | None) -> Any:
         return subprocess.Popen(
             command,
             stdin=subprocess.PIPE,
@@ -141,22 +181,25 @@ def _popen(argv: list[str], own_group: bool, die_with: int | None) -> Any:
             stderr=subprocess.PIPE,
             bufsize=0,
             start_new_session=own_group,
-            preexec_fn=preexec,
+            preexec_fn=preexec_fn,
         )
+
+    try:
+        if setpriv:
+            _check_runnable(argv[0])
+        try:
+            return start(preexec)
+        except RuntimeError:
+            if preexec is None:
+                raise
+            # A sub-interpreter (mod_wsgi) cannot run a preexec_fn: start the
+            # proxy as upstream does, without the parent-death signal.
+            return start(None)
     except OSError as exc:
-        reason = f"{exc.strerror or exc}: {argv[0]!r}"
-        raise ProxyCommandStartError(" ".join(argv), reason) from exc
-
-
-class _Job:
-    """One Popen to run on the spawner thread; the result goes back to the caller."""
-
-    def __init__(self, argv: list[str], own_group: bool) -> None:
-        self.argv = argv
-        self.own_group = own_group
-        self.done = threading.Event()
-        self.process: Any = None
-        self.error: BaseException | None = None
+        number = exc.errno or errno.EIO
+        raise ProxyCommandStartError.for_errno(" ".join(argv), number, argv[0]) from exc
+    except RuntimeError as exc:
+        raise ProxyCommandStartError(" ".join(argv), str(exc)) from exc
 
 
 class _Spawner:
@@ -164,37 +207,79 @@ class _Spawner:
 
     def __init__(self) -> None:
         self.pid = os.getpid()
-        self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
-        self._thread = threading.Thread(
+        self.jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self.thread = threading.Thread(
             target=self._serve, name="paramiko_proxyfix spawner", daemon=True
         )
-        self._thread.start()
+        self.thread.start()
 
     def _serve(self) -> None:
         global _spawner_ident
         _spawner_ident = threading.get_ident()
         while True:
-            job = self._jobs.get()
             try:
-                job.process = _popen(job.argv, job.own_group, self.pid)
-            except BaseException as exc:  # handed to the caller, never lost here
-                job.error = exc
-            job.done.set()
+                job = self.jobs.get(timeout=IDLE_EXIT)
+            except queue.Empty:
+                job = self._retire()
+                if job is None:
+                    return
+            if job is None:  # stop_spawner()
+                return
+            job()
             del job  # hold no reference to a finished Popen while idle
 
-    def run(self, argv: list[str], own_group: bool) -> Any:
-        job = _Job(argv, own_group)
-        self._jobs.put(job)
-        job.done.wait()
-        if job.error is not None:
-            raise job.error
-        return job.process
+    def _retire(self) -> Callable[[], None] | None:
+        """End if nothing needs this thread; else the next job (or a no-op)."""
+        global _spawner
+        with _spawner_lock:
+            try:
+                return self.jobs.get_nowait()
+            except queue.Empty:
+                pass
+            if keep_alive():
+                return lambda: None
+            if _spawner is self:
+                _spawner = None
+            return None
+
+    def submit(self, job: Callable[[], None] | None) -> None:
+        self.jobs.put(job)
 
 
 _spawner: _Spawner | None = None
 _spawner_lock = threading.Lock()
 #: The spawner thread's id; a forked child keeps the id of the forking thread.
 _spawner_ident: int | None = None
+
+
+def _submit(job: Callable[[], None]) -> bool:
+    """Queue ``job`` on this process's spawner, starting one if needed."""
+    global _spawner
+    with _spawner_lock:
+        if _spawner is None or _spawner.pid != os.getpid():
+            try:
+                _spawner = _Spawner()
+            except RuntimeError:  # no new threads at interpreter shutdown
+                return False
+        _spawner.submit(job)
+        return True
+
+
+def run_in_background(job: Callable[[], None]) -> None:
+    """Run ``job`` on the spawner thread, or here if no thread can start."""
+    if green_threads() or not _submit(job):
+        job()
+
+
+def stop_spawner(timeout: float = 1.0) -> None:
+    """End the spawner thread now (interpreter shutdown), waiting for it."""
+    global _spawner
+    with _spawner_lock:
+        spawner, _spawner = _spawner, None
+    if spawner is not None and spawner.pid == os.getpid():
+        spawner.submit(None)
+        if spawner.thread is not threading.current_thread():
+            spawner.thread.join(timeout)
 
 
 def forked_for_exec() -> bool:
@@ -204,21 +289,6 @@ def forked_for_exec() -> bool:
     inherited state there would be wasted work.
     """
     return _spawner_ident is not None and threading.get_ident() == _spawner_ident
-
-
-def _get_spawner() -> _Spawner | None:
-    """This process's spawner, started on first use; None if none can start."""
-    global _spawner
-    spawner = _spawner
-    if spawner is not None and spawner.pid == os.getpid():
-        return spawner
-    with _spawner_lock:
-        if _spawner is None or _spawner.pid != os.getpid():
-            try:
-                _spawner = _Spawner()
-            except RuntimeError:  # no new threads at interpreter shutdown
-                return None
-        return _spawner
 
 
 def _after_fork_in_child() -> None:
@@ -241,40 +311,29 @@ def spawn(argv: list[str]) -> tuple[Any, bool]:
     """Start the proxy; return the Popen and whether it leads its own group.
 
     Without a terminal (a worker, a service) the proxy gets a session of its
-    own, so close() can signal it and everything it started as one group.
-    With a terminal it stays in ours, so ``ssh`` can still ask for a
-    passphrase there. Errors are raised here, in the caller's thread.
+    own, so close() can end it and everything it started as one group. With a
+    terminal it stays in ours, so ``ssh`` can still ask for a passphrase
+    there. Errors are raised here, in the caller's thread.
     """
     own_group = not has_controlling_tty()
-    spawner = _get_spawner() if _prctl is not None else None
-    if spawner is None:
-        return _popen(argv, own_group, None), own_group
-    return spawner.run(argv, own_group), own_group
+    if _prctl is None or green_threads():
+        return _popen(
+            argv, own_group, None if _prctl is None else os.getpid()
+        ), own_group
+    done = threading.Event()
+    result: list[Any] = []
+    owner = os.getpid()
 
-
-def descendants(pid: int) -> list[int]:
-    """Children, grandchildren... of ``pid``, read from /proc (empty without it)."""
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return []
-    children: dict[int, list[int]] = {}
-    for name in entries:
-        if not name.isdigit():
-            continue
+    def job() -> None:
         try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # The command name may hold spaces and parentheses: parse after it.
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 1:
-            children.setdefault(int(fields[1]), []).append(int(name))
-    found: list[int] = []
-    stack = [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
+            result.append(_popen(argv, own_group, owner))
+        except BaseException as exc:  # handed to the caller, never lost here
+            result.append(exc)
+        done.set()
+
+    if not _submit(job):
+        return _popen(argv, own_group, None), own_group
+    done.wait()
+    if isinstance(result[0], BaseException):
+        raise result[0]
+    return result[0], own_group

@@ -26,7 +26,7 @@ from paramiko.proxy import ProxyCommand
 import paramiko_proxyfix
 import paramiko_proxyfix.celery as pfx_celery
 from paramiko_proxyfix import ProxyCommandForeign, registry
-from paramiko_proxyfix.proxy import state_of
+from paramiko_proxyfix.fixed import proxy_process_of
 from tests.celery_app.support import ssh_env
 from tests.support import STUBBORN, capped
 from tests.support.sshd import Sshd
@@ -77,7 +77,7 @@ def idle_reset(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
 def test_pool_process_init_releases_what_the_parent_left(idle_reset: Any) -> None:
     """The fork hook has done it already; the signal makes sure, signalling nothing."""
     pc = ProxyCommand("sleep 60")  # ignores stdin: only a signal would end it
-    state = state_of(pc)
+    state = proxy_process_of(pc)
     state.owner_pid = 1  # as if inherited from another process
     try:
         signals.worker_process_init.send(sender="test")
@@ -93,14 +93,14 @@ def test_pool_process_init_releases_what_the_parent_left(idle_reset: Any) -> Non
 def test_idle_timeout_comes_from_the_celery_setting(idle_reset: Any) -> None:
     worker = type("Worker", (), {"app": _App(paramiko_proxyfix_idle_timeout=300)})
     signals.worker_init.send(sender=worker)
-    assert registry.idle_timeout() == 300
+    assert registry._idle_timeout == 300
 
 
 def test_the_environment_wins_over_the_celery_setting(idle_reset: Any) -> None:
     idle_reset.setenv(registry.IDLE_ENV, "0")  # an operator switches it off
     worker = type("Worker", (), {"app": _App(paramiko_proxyfix_idle_timeout=300)})
     signals.worker_init.send(sender=worker)
-    assert registry.idle_timeout() is None
+    assert registry._idle_timeout is None
 
 
 def _e2e(sshd: Sshd, mode: str, cap: float) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from paramiko.proxy import ProxyCommand
 import paramiko_proxyfix
 from paramiko_proxyfix import _patch
 from paramiko_proxyfix.fixed import FixedProxyCommand
-from tests.support import REPO_ROOT
+from tests.support import REPO_ROOT, upstream_method
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -89,7 +89,7 @@ def test_install_twice_never_saves_a_patched_original(restore_install: None) -> 
     before = snapshot()
     for _ in range(3):
         assert paramiko_proxyfix.install() is True
-    assert _patch.original(ProxyCommand, "recv") is before[(ProxyCommand, "recv")]
+    assert upstream_method(ProxyCommand, "recv") is before[(ProxyCommand, "recv")]
     paramiko_proxyfix.uninstall()
     assert paramiko_proxyfix.uninstall() is False
     assert snapshot() == before

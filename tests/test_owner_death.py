@@ -29,7 +29,7 @@ from tests.support.sshd import Sshd
 
 pytestmark = [
     pytest.mark.timeout(60),
-    pytest.mark.skipif(not spawn.owner_death_supported(), reason="needs Linux prctl()"),
+    pytest.mark.skipif(not spawn._prctl is not None, reason="needs Linux prctl()"),
 ]
 
 # The owner's last words before it is killed: the proxy's pid, and what else
@@ -254,7 +254,7 @@ try:
 except ProxyCommandStartError as exc:
     error = str(exc)
 print(json.dumps({"echo": echo, "error": error,
-                  "supported": spawn.owner_death_supported(),
+                  "supported": spawn._prctl is not None,
                   "threads": [t.name for t in threading.enumerate()]}))
 """
 

@@ -19,14 +19,15 @@ import threading
 import time
 from collections.abc import Iterator
 
+import paramiko
 import pytest
 from paramiko.proxy import ProxyCommand
 from paramiko.ssh_exception import ProxyCommandFailure
 
 import paramiko_proxyfix
-from paramiko_proxyfix import _patch
-from paramiko_proxyfix.proxy import state_of
-from tests.support import capped
+from paramiko_proxyfix.fixed import proxy_process_of
+from paramiko_proxyfix.process import wait_until
+from tests.support import capped, upstream_method
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -122,7 +123,7 @@ def test_works_with_descriptors_above_1023(high_fds: None, proxies: list) -> Non
     p.settimeout(5)
     assert p.send(b"ping") == 4
     assert p.recv(4) == b"ping"
-    upstream_recv = _patch.original(ProxyCommand, "recv")
+    upstream_recv = upstream_method(ProxyCommand, "recv")
     with pytest.raises(ValueError, match="filedescriptor out of range"):
         upstream_recv(p, 4)
 
@@ -227,7 +228,7 @@ def test_send_to_a_dead_proxy_raises_the_rich_failure(proxies: list) -> None:
         proxies, py("import sys; sys.stderr.write('bastion says no\\n'); sys.exit(7)")
     )
     p.settimeout(5)
-    state_of(p).wait_exit(5)
+    wait_until(proxy_process_of(p).poll_status, 5)
     with pytest.raises(paramiko_proxyfix.ProxyCommandExited) as info:
         for _ in range(100):
             p.send(b"x" * 65536)
@@ -250,7 +251,7 @@ def test_stderr_flood_never_blocks_and_tail_is_bounded(
     p = start(proxies, flood)
     p.settimeout(10)
     assert p.recv(2) == b"ok"  # 4 MiB of stderr went first
-    tail = state_of(p).stderr_tail()
+    tail = proxy_process_of(p).pipes.stderr_tail()
     assert len(tail.encode()) <= paramiko_proxyfix.config.current().stderr_tail
     assert tail.endswith("the end\n")
     logged = [r.getMessage() for r in caplog.records if r.name == "paramiko_proxyfix"]
@@ -363,7 +364,7 @@ def test_close_terminates_the_processes_the_proxy_started(proxies: list) -> None
 
 def test_close_is_safe_after_the_process_exited(proxies: list) -> None:
     p = start(proxies, "true")
-    state_of(p).wait_exit(5)
+    wait_until(proxy_process_of(p).poll_status, 5)
     assert p.closed  # exited, not yet closed
     p.close()  # upstream: ProcessLookupError
     p.close()
@@ -421,16 +422,21 @@ def test_close_from_another_thread_while_blocked(
     assert gone(p.process.pid)
 
 
-def test_send_after_close_is_a_broken_pipe(proxies: list) -> None:
-    """A write after our own close() reads as EPIPE, as on a closed socket."""
+def test_reusing_a_closed_proxy_is_an_ssh_exception(proxies: list) -> None:
+    """sshtunnel's restart() reuses a closed ProxyCommand: upstream failed
+    with an SSHException there, so the fix does too (ProxyCommandClosed)."""
     p = start(proxies, "cat")
     p.close()
     with pytest.raises(paramiko_proxyfix.ProxyCommandClosed) as info:
         p.send(b"late")
     exc = info.value
-    assert isinstance(exc, BrokenPipeError) and exc.errno == errno.EPIPE
+    assert isinstance(exc, paramiko.SSHException)
     assert isinstance(exc, ProxyCommandFailure)  # upstream's except clauses
+    assert not isinstance(exc, OSError)  # paramiko's writer must not eat it
     assert "closed" in str(exc)
+    transport = paramiko.Transport(p)
+    with pytest.raises(paramiko_proxyfix.ProxyCommandClosed):
+        transport.start_client(timeout=10)
 
 
 def test_close_with_many_threads_racing(proxies: list) -> None:

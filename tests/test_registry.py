@@ -69,10 +69,39 @@ def test_registry_holds_no_strong_reference() -> None:
     pid = p.process.pid
     assert pid in [s["pid"] for s in paramiko_proxyfix.proxies()]
     del p
+    t0 = time.monotonic()
     gc.collect()
+    # The finalizer only starts the close: the waiting happens on the spawner
+    # thread, never in the thread the garbage collector ran in.
+    collect = time.monotonic() - t0
     # Dropping the last reference closed (and reaped) it, and unlisted it.
-    assert pid not in [s["pid"] for s in paramiko_proxyfix.proxies()]
+    deadline = time.monotonic() + 10
+    while not reaped(pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert reaped(pid)
+    assert pid not in [s["pid"] for s in paramiko_proxyfix.proxies()]
+    print(f"gc.collect() with a proxy to finalize: {collect * 1000:.1f} ms")
+
+
+def test_a_finalizer_never_blocks_the_collecting_thread() -> None:
+    """A proxy that ignores SIGTERM takes a close timeout to end; the thread
+    that happens to run the garbage collector must not wait for it."""
+    paramiko_proxyfix.configure(close_timeout=4.0)
+    try:
+        p = ready(ProxyCommand(STUBBORN))
+        pid = p.process.pid
+        del p
+        t0 = time.monotonic()
+        gc.collect()
+        collect = time.monotonic() - t0
+        # 4 s if the collector's thread waited; 10x below that otherwise.
+        assert collect < 0.4, collect
+        deadline = time.monotonic() + 20
+        while not reaped(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert reaped(pid)
+    finally:
+        paramiko_proxyfix.configure(close_timeout=1.0)
 
 
 def test_close_all_signals_every_proxy_before_waiting(made: list) -> None:

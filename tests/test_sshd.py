@@ -20,7 +20,7 @@ from typing import Any
 import paramiko
 import pytest
 
-from tests.support import capped
+from tests.support import capped, upstream_method
 from tests.support.sshd import Sshd, free_port
 
 pytestmark = pytest.mark.timeout(120)
@@ -111,9 +111,8 @@ def test_read_loop_ends_when_a_grandchild_holds_the_pipe(sshd: Sshd) -> None:
 
 def test_read_loop_hardening_covers_a_subclass_with_upstream_recv(sshd: Sshd) -> None:
     """A ProxyCommand subclass that kept upstream's recv still ends."""
-    from paramiko_proxyfix import _patch
 
-    upstream_recv = _patch.original(paramiko.ProxyCommand, "recv")
+    upstream_recv = upstream_method(paramiko.ProxyCommand, "recv")
 
     class OldRecv(paramiko.ProxyCommand):
         recv = upstream_recv

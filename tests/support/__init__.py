@@ -35,3 +35,10 @@ def proxy_script(name: str) -> str:
 def proxy_cmd(name: str, *args: object) -> str:
     """Command line (a string, as ProxyCommand wants) running a test proxy."""
     return shlex.join([sys.executable, proxy_script(name), *map(str, args)])
+
+
+def upstream_method(cls: type, name: str) -> object:
+    """What ``cls.name`` was before install() (the current value if not patched)."""
+    from paramiko_proxyfix import _patch
+
+    return _patch._saved.get((cls, name), vars(cls)[name])
