@@ -138,11 +138,11 @@ def disabled_by_env() -> bool:
     return os.environ.get("PARAMIKO_PROXYFIX_DISABLE", "").strip() not in ("", "0")
 
 
-def install(_stacklevel: int = 2) -> bool:
+def install(*, warn: bool = True, _stacklevel: int = 2) -> bool:
     """Patch paramiko in place; True if the fix is (now) active.
 
-    Leaves paramiko untouched, with a warning, when the platform or
-    paramiko's shape is unknown, and does nothing when
+    Leaves paramiko untouched, with a warning (unless ``warn`` is false), when
+    the platform or paramiko's shape is unknown, and does nothing when
     ``PARAMIKO_PROXYFIX_DISABLE=1`` is set.
     """
     with _lock:
@@ -155,6 +155,8 @@ def install(_stacklevel: int = 2) -> bool:
             return False
         reason = unsupported_platform() or unsupported_reason()
         if reason is not None:
+            if not warn:
+                return False
             warnings.warn(
                 f"paramiko_proxyfix: {reason}; supported: {SUPPORTED_TEXT} on "
                 "Linux or another POSIX system. paramiko was left unpatched.",

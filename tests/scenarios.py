@@ -69,7 +69,8 @@ def kill_idle() -> None:
     c0, w0 = _cpu(), time.monotonic()
     time.sleep(1.0)
     cpu = (_cpu() - c0) / (time.monotonic() - w0)
-    error = repr(transport.get_exception())
+    exc = transport.get_exception()
+    error = f"{type(exc).__name__}: {exc}"
     _emit(detect=detect, cpu=cpu, error=error)
     client.close()
 

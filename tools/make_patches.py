@@ -1,14 +1,17 @@
 """Write patches/paramiko-X.Y.Z.patch from this package's own source.
 
-Each patch makes a paramiko release fix its ProxyCommand natively:
+Each patch makes a paramiko release carry the ProxyCommand fix itself:
 
-- ``paramiko/_proxyfix/``: the package's modules that the fix needs (proxy.py
-  and readloop.py, and what they import), copied byte for byte after a
-  header line, so the patched paramiko runs the same code as the package;
-- ``paramiko/proxy.py``: ``ProxyCommand`` with the methods of
-  ``FixedProxyCommand`` (fixed.py) as its own, and the new exceptions
-  re-exported;
-- ``paramiko/packet.py``: the read-loop hook on ``Packetizer._check_keepalive``;
+- ``paramiko/_proxyfix/``: the package's core modules (everything but the
+  public ``__init__``, the Celery wiring and the ``cli`` tools), copied byte
+  for byte after a header line, so the patched paramiko runs the same code as
+  the package;
+- ``paramiko/proxy.py``: upstream's file, unchanged, plus a tail that
+  re-exports the fix's exceptions and installs the fix, which replaces
+  ProxyCommand's methods and hooks ``Packetizer._check_keepalive``, exactly
+  as ``import paramiko_proxyfix`` does. Where the fix cannot run (not POSIX,
+  no fcntl, no select.poll, no subprocess) or with
+  ``PARAMIKO_PROXYFIX_DISABLE=1``, upstream's ProxyCommand stays as it is;
 - the packaging file: ``paramiko._proxyfix`` listed as a package.
 
 Pristine sources come from the release's sdist on PyPI (``pip download``,
@@ -38,10 +41,10 @@ VERSIONS = ("2.12.0", "3.5.1", "4.0.0", "5.1.0")
 #: Where the native code goes inside paramiko.
 SUBPACKAGE = "_proxyfix"
 #: The modules the fix starts from; what they import comes along.
-ROOTS = ("proxy", "readloop")
-#: The modules that make no sense inside paramiko: patching it from outside,
-#: and the methods that become ProxyCommand's own.
-EXCLUDED = ("__init__", "_patch", "fixed")
+ROOTS = ("_patch",)
+#: The modules that make no sense inside paramiko: the public face of the
+#: package (which finds the built-in copy), its Celery wiring and its tools.
+EXCLUDED = ("__init__", "__main__", "celery", "cli")
 _PACKAGE_LINES = ('packages=["paramiko"]', 'packages = ["paramiko"]')
 
 
@@ -133,70 +136,13 @@ def native_modules() -> dict[str, str]:
         if name in sources:
             continue
         if name in EXCLUDED:
-            raise PatchError(f"the fix imports {name}.py, which patches from outside")
+            raise PatchError(f"the fix imports {name}, which stays outside paramiko")
         path = PACKAGE / f"{name}.py"
         if not path.exists():
             raise PatchError(f"paramiko_proxyfix/{name}.py does not exist")
         sources[name] = path.read_text()
         todo.extend(_relative_imports(sources[name], name))
     return dict(sorted(sources.items()))
-
-
-def _module_bindings(tree: ast.Module, module: str) -> dict[str, str]:
-    """Top-level name -> the import line that brings it into another module."""
-    out: dict[str, str] = {}
-    for node in tree.body:
-        if isinstance(node, ast.Import):
-            for a in node.names:
-                if a.asname is None and "." not in a.name:
-                    out[a.name] = f"import {a.name}"
-        elif isinstance(node, ast.ImportFrom) and node.module != "__future__":
-            source = node.module or ""
-            if node.level:
-                source = f"paramiko.{SUBPACKAGE}" + (f".{source}" if source else "")
-            for a in node.names:
-                out[a.asname or a.name] = f"from {source} import {a.name}"
-        elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
-            out[node.name] = f"from paramiko.{SUBPACKAGE}.{module} import {node.name}"
-        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            for t in targets:
-                if isinstance(t, ast.Name):
-                    out[t.id] = f"from paramiko.{SUBPACKAGE}.{module} import {t.id}"
-    return out
-
-
-def _import_block(lines: set[str]) -> list[str]:
-    """Import lines grouped as isort would: stdlib first, then paramiko."""
-    plain = sorted(line for line in lines if line.startswith("import "))
-    froms: dict[str, list[str]] = {}
-    for line in lines - set(plain):
-        source, name = line[len("from ") :].split(" import ")
-        froms.setdefault(source, []).append(name)
-    stdlib = plain + [
-        f"from {s} import {', '.join(sorted(n))}"
-        for s, n in sorted(froms.items())
-        if not s.startswith("paramiko")
-    ]
-    ours = [
-        f"from {s} import {', '.join(sorted(n, key=lambda x: (not x.isupper(), x)))}"
-        for s, n in sorted(froms.items())
-        if s.startswith("paramiko")
-    ]
-    return [*stdlib, *([""] if stdlib and ours else []), *ours]
-
-
-def _class(tree: ast.Module, name: str) -> ast.ClassDef:
-    for node in tree.body:
-        if isinstance(node, ast.ClassDef) and node.name == name:
-            return node
-    raise PatchError(f"no class {name}")
-
-
-def _docstring_end(cls: ast.ClassDef) -> int:
-    first = cls.body[0]
-    is_doc = isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
-    return first.end_lineno or first.lineno if is_doc else cls.lineno
 
 
 def _exported_exceptions(errors_source: str) -> list[str]:
@@ -219,86 +165,35 @@ def _header(name: str) -> str:
     )
 
 
-def _license_header(source: str) -> list[str]:
-    lines = source.splitlines(keepends=True)
-    n = 0
-    while n < len(lines) and (lines[n].startswith("#") or not lines[n].strip()):
-        n += 1
-    return lines[:n]
-
-
 def proxy_module(upstream: str, modules: dict[str, str]) -> str:
-    """paramiko/proxy.py: upstream's header and docstring, our methods."""
-    ours = (PACKAGE / "fixed.py").read_text()
-    tree = ast.parse(ours)
-    methods = _class(tree, "FixedProxyCommand")
-    our_lines = ours.splitlines(keepends=True)
-    body = our_lines[_docstring_end(methods) : methods.end_lineno]
-    bindings = _module_bindings(tree, "fixed")
-    used = {
-        n.id
-        for stmt in methods.body
-        for n in ast.walk(stmt)
-        if isinstance(n, ast.Name) and n.id in bindings
-    }
+    """paramiko/proxy.py: upstream's file, and a tail that installs the fix."""
+    if "class ProxyCommand(" not in upstream:
+        raise PatchError("proxy.py has no class ProxyCommand")
     exceptions = _exported_exceptions(modules["errors"])
-    imports = {bindings[n] for n in used}
-    imports.add("from paramiko.util import ClosingContextManager")
-    theirs = ast.parse(upstream)
-    cls = _class(theirs, "ProxyCommand")
-    up_lines = upstream.splitlines(keepends=True)
-    docstring = up_lines[cls.lineno : _docstring_end(cls)]
-    reexport = [f"    {e},\n" for e in exceptions]
-    text = [
-        *_license_header(upstream),
+    names = [e for e in exceptions if e.startswith("ProxyCommand")]
+    tail = [
+        "\n",
+        "\n",
         f"# paramiko-proxyfix {package_version()}: ProxyCommand reads its proxy "
         "with poll(), ends the\n",
         "# connection with the proxy's exit status and stderr when the proxy "
         "dies, and\n",
-        "# terminates and reaps it on close(). The machinery is in "
-        f"paramiko/{SUBPACKAGE}/,\n",
-        "# generated by paramiko-proxyfix's tools/make_patches.py.\n",
-        "\n",
-        "from __future__ import annotations\n",
-        "\n",
-        *(line + "\n" for line in _import_block(imports)),
-        "\n",
-        "# The exceptions this ProxyCommand raises, importable from here.\n",
-        f"from paramiko.{SUBPACKAGE}.errors import (  # noqa: F401\n",
-        *reexport,
-        ")\n",
-        "\n",
-        "\n",
-        f"class {cls.name}(ClosingContextManager):\n",
-        *docstring,
-        *body,
+        "# terminates and reaps it on close(). The fix is in "
+        f"paramiko/{SUBPACKAGE}/, generated by\n",
+        "# paramiko-proxyfix's tools/make_patches.py. Where it cannot run, "
+        "upstream's\n",
+        "# ProxyCommand above stays as it is.\n",
+        "try:\n",
+        f"    from paramiko.{SUBPACKAGE}.errors import (  # noqa: F401\n",
+        *(f"        {name},\n" for name in names),
+        "    )\n",
+        f"    from paramiko.{SUBPACKAGE}._patch import install as _install_fix\n",
+        "except ImportError:  # a platform the fix was not written for\n",
+        "    pass\n",
+        "else:\n",
+        "    _install_fix(warn=False)\n",
     ]
-    return "".join(text)
-
-
-def packet_module(upstream: str) -> str:
-    """paramiko/packet.py: the read-loop hook, applied where Packetizer is."""
-    tree = ast.parse(upstream)
-    imports = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
-    if not imports or "_check_keepalive" not in {
-        f.name
-        for f in _class(tree, "Packetizer").body
-        if isinstance(f, ast.FunctionDef)
-    }:
-        raise PatchError("packet.py has no imports or no Packetizer._check_keepalive")
-    lines = upstream.splitlines(keepends=True)
-    cut = imports[-1].end_lineno or imports[-1].lineno
-    hook = (
-        "\n\n"
-        "# paramiko-proxyfix: end the read loop once a ProxyCommand's process has\n"
-        "# exited with nothing left to read, even while a process it started keeps\n"
-        "# the pipe open.\n"
-        "Packetizer._check_keepalive = make_check_keepalive(\n"
-        "    Packetizer._check_keepalive\n"
-        ")\n"
-    )
-    new_import = f"from paramiko.{SUBPACKAGE}.readloop import make_check_keepalive\n"
-    return "".join([*lines[:cut], new_import, *lines[cut:]]) + hook
+    return upstream + "".join(tail)
 
 
 def packaging_file(upstream: str, name: str) -> str:
@@ -329,12 +224,10 @@ def _diff(name: str, old: str | None, new: str) -> str:
 def make_patch(version: str, cache: Path | None = None) -> str:
     """The whole patch for one paramiko release, as text."""
     packaging = "setup.py" if version.split(".")[0] in ("2", "3") else "pyproject.toml"
-    upstream = read_sdist(
-        version, ["paramiko/proxy.py", "paramiko/packet.py", packaging], cache
-    )
+    upstream = read_sdist(version, ["paramiko/proxy.py", packaging], cache)
     modules = native_modules()
-    if "readloop" not in modules or "make_check_keepalive" not in modules["readloop"]:
-        raise PatchError("readloop.py no longer defines make_check_keepalive")
+    if "install" not in modules["_patch"]:
+        raise PatchError("_patch.py no longer defines install")
     parts = [
         f"paramiko-proxyfix {package_version()} for paramiko {version}: the "
         "ProxyCommand fix, built into paramiko.\n",
@@ -353,10 +246,6 @@ def make_patch(version: str, cache: Path | None = None) -> str:
         parts.append(
             _diff(f"paramiko/{SUBPACKAGE}/{name}.py", None, _header(name) + source)
         )
-    parts.append(
-        _diff("paramiko/packet.py", upstream["paramiko/packet.py"],
-              packet_module(upstream["paramiko/packet.py"]))
-    )  # fmt: skip
     parts.append(
         _diff("paramiko/proxy.py", upstream["paramiko/proxy.py"],
               proxy_module(upstream["paramiko/proxy.py"], modules))
