@@ -158,3 +158,67 @@ def test_patch_fixes_its_pristine_release(
         f"paramiko {version} from {venv.parent.parent}" in after.stdout.splitlines()[0]
     )
     assert "5 passed, 0 failed" in after.stdout
+    # Where the fix cannot run, the patched build imports as upstream's does.
+    for blocked in ("fcntl", "subprocess", "select.poll"):
+        done = _child(venv, tmp_path, PLATFORM_CHECK.format(blocked=blocked))
+        assert done.returncode == 0 and "upstream kept" in done.stdout, done.stderr
+    # One fix per process: the package finds the built-in one, patches nothing.
+    done = _child(venv, tmp_path, BUILTIN_CHECK, pythonpath=REPO_ROOT)
+    assert done.returncode == 0 and "built-in fix used" in done.stdout, done.stderr
+
+
+#: A Python without ``blocked``: ``import paramiko`` works and keeps upstream's
+#: ProxyCommand, as a patched build must on Windows.
+PLATFORM_CHECK = """
+import sys
+blocked = {blocked!r}
+if blocked == "select.poll":
+    import select
+    del select.poll
+else:
+    sys.modules[blocked] = None
+import paramiko
+assert paramiko.ProxyCommand.recv.__module__ == "paramiko.proxy"
+assert paramiko.proxy.ProxyCommandExited  # the names import anyway
+print("upstream kept")
+"""
+
+#: ``import paramiko_proxyfix`` over a patched paramiko: nothing patched twice,
+#: the API and both spellings of every exception are the built-in ones.
+BUILTIN_CHECK = """
+import sys, warnings
+warnings.simplefilter("error")
+import paramiko
+import paramiko_proxyfix as pf
+builtin = sys.modules["paramiko._proxyfix._patch"]
+assert builtin.is_installed() and pf.is_installed()
+assert pf._patch._saved == {}, "patched a second time"
+assert pf.uninstall() is False
+for name in ("ProxyCommandExited", "ProxyCommandClosed", "ProxyCommandStartError"):
+    assert getattr(pf, name) is getattr(paramiko.proxy, name), name
+assert pf.close_all is sys.modules["paramiko._proxyfix.registry"].close_all
+p = paramiko.ProxyCommand("cat")
+assert [d["pid"] for d in pf.proxies()] == [p.process.pid]
+pf.configure(close_timeout=0.5)
+assert sys.modules["paramiko._proxyfix.config"].current().close_timeout == 0.5
+assert pf.close_all() == 1 and p.closed and pf.proxies() == []
+assert pf.stats()["closed"] == 1
+print("built-in fix used")
+"""
+
+
+def _child(
+    python: Path, cwd: Path, code: str, pythonpath: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
+    return subprocess.run(
+        [str(python), "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
