@@ -14,15 +14,15 @@ import signal
 
 from paramiko.ssh_exception import ProxyCommandFailure, SSHException
 
-__all__ = [
-    "ProxyCommandClosed",
+__all__ = [  # in the order they are defined
+    "signal_name",
+    "describe_status",
     "ProxyCommandExited",
-    "ProxyCommandForeign",
+    "ProxyCommandClosed",
+    "ProxyCommandStartError",
     "ProxyCommandNotFound",
     "ProxyCommandNotPermitted",
-    "ProxyCommandStartError",
-    "describe_status",
-    "signal_name",
+    "ProxyCommandForeign",
 ]
 
 

@@ -131,7 +131,7 @@ class ProxyPipes:
         self._rbuf = b""
         self._rpos = 0
         self._tail = bytearray()
-        self._dry = False
+        self._idle = False
         self._grown: dict[int, int] = {}
         self._grow_after = 0.0
         self._next_check = 0.0
@@ -216,14 +216,14 @@ class ProxyPipes:
             if not data:
                 self.eof = True
                 return rest
-            return rest + self._took(data, size - len(rest))
+            return rest + self._count_read(data, size - len(rest))
         finally:
             self._rholder = None
             if self.closing:
                 self._close_read_side()
             self._rlock.release()
 
-    def _took(self, data: bytes, size: int) -> bytes:
+    def _count_read(self, data: bytes, size: int) -> bytes:
         """Account for bytes read; keep what exceeds ``size`` for later."""
         n = len(data)
         self.bytes_in += n
@@ -243,7 +243,7 @@ class ProxyPipes:
         deadline: float | None = None
         # An idle connection is asked every 0.1 s: after a timeout, wait
         # straight away instead of trying a read that fails.
-        try_read = not self._dry
+        try_read = not self._idle
         while True:
             if self.eof or self.closing:
                 return b""
@@ -253,11 +253,11 @@ class ProxyPipes:
                 except BlockingIOError:
                     pass
                 else:
-                    self._dry = False
+                    self._idle = False
                     if not data:
                         self.eof = True
                         return b""
-                    return self._took(data, size)
+                    return self._count_read(data, size)
             # The deadline starts at the first wait: reads that succeed at
             # once, the common case, never look at the clock.
             now = time.monotonic()
@@ -297,7 +297,7 @@ class ProxyPipes:
                 return b""
         if self._grown and now - self.last_io > SHRINK_AFTER:
             self._shrink()
-        self._dry = True
+        self._idle = True
         raise socket.timeout("timed out")
 
     def buffered(self) -> bool:

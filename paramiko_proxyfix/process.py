@@ -45,7 +45,7 @@ from .logs import log, note_end, raising
 from .pipes import WAIT_SLICE, ProxyPipes
 from .spawn import run_in_background, spawn
 
-__all__ = ["ProxyProcess", "split_command", "wait_until"]
+__all__ = ["ProxyProcess", "split_command", "terminate_all", "track", "wait_until"]
 
 _HAVE_WAITID = hasattr(os, "waitid") and hasattr(os, "WNOWAIT")
 _P_PIDFD: int | None = getattr(os, "P_PIDFD", None)
@@ -182,7 +182,7 @@ class ProxyProcess:
         except BrokenPipeError:
             if self.pipes.closing:
                 raise raising(ProxyCommandClosed(self.command)) from None
-            raise self._dead("its input is closed (broken pipe)") from None
+            raise self._input_closed("broken pipe") from None
         except OSError as exc:
             raise ProxyCommandFailure(self.command, exc.strerror or str(exc)) from None
 
@@ -206,11 +206,13 @@ class ProxyProcess:
         exc = ProxyCommandExited(self.command, self._code, self.pipes.stderr_tail())
         raise raising(exc)
 
-    def _dead(self, what: str) -> ProxyCommandFailure:
+    def _input_closed(self, why: str) -> ProxyCommandFailure:
         ended = wait_until(self.poll_status, current().eof_grace)
         self.pipes.drain_stderr()
         if not ended:
-            return ProxyCommandFailure(self.command, f"{what}, but it is running")
+            return ProxyCommandFailure(
+                self.command, f"its input is closed ({why}), but it is running"
+            )
         self._note_end()
         exc = ProxyCommandExited(self.command, self._code, self.pipes.stderr_tail())
         return raising(exc)  # type: ignore[return-value]
@@ -408,13 +410,9 @@ class ProxyProcess:
 
     def terminate(self, total: float) -> None:
         """Signal the proxy and what it started, escalate, then reap it."""
-        deadline = time.monotonic() + total
-        if not self.poll_status():
-            self._signal(signal.SIGTERM)
-            if not wait_until(self.poll_status, total / 2):
-                self.killed = True
-                self._signal(signal.SIGKILL)
-                wait_until(self.poll_status, max(0.0, deadline - time.monotonic()))
+        terminate_all([self], total)
+
+    def _after_exit(self, total: float) -> None:
         if not self.poll_status():
             log.warning("proxy %d did not die within %.1fs", self.pid, total)
             return
@@ -422,12 +420,6 @@ class ProxyProcess:
             # What the proxy started dies with it, while the group is ours.
             self._signal(signal.SIGKILL)
         self._reap()
-
-    def signal_for_close(self, sig: int) -> None:
-        """For registry.close_all(): one step of the escalation, by the rule."""
-        if sig == signal.SIGKILL and not self.poll_status():
-            self.killed = True
-        self._signal(sig)
 
     def _close_pidfd(self) -> None:
         fd, self._pidfd = self._pidfd, None
@@ -460,6 +452,27 @@ class ProxyProcess:
             return
         total = current().close_timeout
         run_in_background(lambda: self.finish_close(total))
+
+
+def terminate_all(procs: list[ProxyProcess], total: float) -> None:
+    """The one escalation: SIGTERM to every proxy, SIGKILL at half of ``total``
+    to those still running, then reap; many proxies cost one ``total``."""
+    deadline = time.monotonic() + total
+    running = [p for p in procs if not p.poll_status()]
+
+    def all_ended() -> bool:
+        return all(p.poll_status() for p in running)
+
+    for p in running:
+        p._signal(signal.SIGTERM)
+    if not wait_until(all_ended, total / 2):
+        for p in running:
+            if not p.poll_status():
+                p.killed = True
+                p._signal(signal.SIGKILL)
+        wait_until(all_ended, max(0.0, deadline - time.monotonic()))
+    for p in procs:
+        p._after_exit(total)
 
 
 def track(proxy: Any, state: ProxyProcess) -> None:

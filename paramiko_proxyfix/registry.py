@@ -17,7 +17,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-import signal
 import threading
 import time
 import weakref
@@ -164,19 +163,14 @@ def close_idle(seconds: float, timeout: float | None = None) -> int:
 
 
 def _close(victims: list[ProxyProcess], timeout: float | None) -> int:
-    from .process import wait_until
+    from .process import terminate_all
 
     total = current().close_timeout if timeout is None else timeout
     deadline = time.monotonic() + total
     # Another thread already closing one finishes it; leave it to that thread.
     mine = [p for p in victims if p.begin_close()]
-    for p in mine:
-        p.signal_for_close(signal.SIGTERM)
-    wait_until(lambda: all(p.poll_status() for p in mine), total / 2)
-    for p in mine:
-        if not p.poll_status():
-            p.signal_for_close(signal.SIGKILL)
-    for p in mine:
+    terminate_all(mine, total)
+    for p in mine:  # all have ended (or been given up on): no waiting here
         p.finish_close(max(0.0, deadline - time.monotonic()))
     return len(mine)
 

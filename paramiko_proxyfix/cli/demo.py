@@ -117,7 +117,7 @@ def run_demo() -> dict[str, Any]:
     }
 
 
-def _ms(seconds: float) -> str:
+def _milliseconds(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
 
 
@@ -135,16 +135,18 @@ def _cells(result: dict[str, Any]) -> list[str]:
     waiter = k["waiter_seconds"]
     return [
         f"{k['cpu_after_kill'] * 100:.0f}% of a core",
-        f"never (waited {DETECT_LIMIT:.0f} s)" if detect is None else _ms(detect),
+        f"never (waited {DETECT_LIMIT:.0f} s)"
+        if detect is None
+        else _milliseconds(detect),
         (
             f"still blocked after {DETECT_LIMIT:.0f} s"
             if waiter is None
-            else f"returned {k['waiter_status']} after {_ms(waiter)}"
+            else f"returned {k['waiter_status']} after {_milliseconds(waiter)}"
         ),
         _short(k["error"]),
         "1" if k["zombie_after_close"] else "0",
         str(k["pipes_open_after_close"]),
-        f"fails after {_ms(f['seconds'])}",
+        f"fails after {_milliseconds(f['seconds'])}",
         _short(f["error"]),
     ]
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import paramiko
 
-from .. import _patch
+from .. import _patch, procfs
 from .loopback import connect, relay_command
 
 
@@ -31,12 +31,8 @@ def _describe(exc: BaseException | None) -> str | None:
 
 
 def _is_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    return stat[stat.rfind(b")") + 2 :].split()[0] == b"Z"
+    info = procfs.stat(pid)
+    return info is not None and info.state == "Z"
 
 
 def _open_pipes(proxy: Any) -> int:
