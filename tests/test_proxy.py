@@ -77,6 +77,7 @@ def test_timeout_raises_and_never_loses_bytes(proxies: list) -> None:
         ),
     )
     p.settimeout(0.2)
+    assert capped.wait_readable(p.process.stdout, 10)  # started: 0.2 s may not do
     assert p.recv(2) == b"he"
     assert p.recv(100) == b"llo"
     t0 = time.monotonic()
@@ -84,6 +85,7 @@ def test_timeout_raises_and_never_loses_bytes(proxies: list) -> None:
         p.recv(100)
     assert 0.15 < time.monotonic() - t0 < 2
     p.send(b"go")
+    assert capped.wait_readable(p.process.stdout, 10)
     assert p.recv(100) == b"!"
     assert p.gettimeout() == 0.2
     with pytest.raises(ValueError):
@@ -93,6 +95,7 @@ def test_timeout_raises_and_never_loses_bytes(proxies: list) -> None:
 def test_partial_data_then_timeout_returns_the_data(proxies: list) -> None:
     p = start(proxies, py("import os,time; os.write(1, b'xy'); time.sleep(60)"))
     p.settimeout(0.1)
+    assert capped.wait_readable(p.process.stdout, 10)  # started: 0.1 s may not do
     assert p.recv(10) == b"xy"
 
 

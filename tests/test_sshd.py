@@ -92,7 +92,9 @@ def test_failing_proxy_fails_connect_with_its_own_words(sshd: Sshd) -> None:
     assert "exited with status 255" in data["error"], data
     assert "Connection refused" in data["error"] or "open failed" in data["error"], data
     print(f"the failing proxy failed connect after {data['took']:.3f} s")
-    assert data["took"] < 3, data  # 10x the ~0.3 s it takes; not the 10 s banner wait
+    # 0.43 s with two CPU hogs per core; 10x that, and under the 10 s banner
+    # timeout of this connect
+    assert data["took"] < 5, data
     result, data = scenario(
         sshd, "failing_proxy", fixed=False, SCN_PROXY=refused, SCN_BANNER_TIMEOUT="4"
     )

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import resource
+import select
 import selectors
 import signal
 import subprocess
@@ -356,6 +357,18 @@ def cpu_share(read: Callable[[], float] | int, seconds: float) -> CpuShare:
         r1, c1, t1 = ref.cpu_seconds(), read(), time.monotonic()
     wall = t1 - t0
     return CpuShare(cpu=(c1 - c0) / wall, reference=(r1 - r0) / wall, seconds=wall)
+
+
+def wait_readable(stream: Any, timeout: float) -> bool:
+    """Whether ``stream`` (a file object or fd) has data or EOF within ``timeout``.
+
+    Lets a test with a short socket timeout first wait, with headroom, for a
+    proxy to start and write: starting a Python proxy alone can take longer
+    than 0.1 s on a busy machine.
+    """
+    poller = select.poll()
+    poller.register(stream, select.POLLIN)
+    return bool(poller.poll(timeout * 1000))
 
 
 def process_cpu_seconds() -> float:
