@@ -17,6 +17,7 @@ from typing import Any
 import paramiko
 
 import paramiko_proxyfix  # installs the fix unless PARAMIKO_PROXYFIX_DISABLE=1
+from tests.support import capped
 
 
 def _emit(**fields: Any) -> None:
@@ -43,9 +44,9 @@ def _client(proxy_command: str | None = None, **kwargs: Any) -> paramiko.SSHClie
     return client
 
 
-def _cpu() -> float:
-    t = os.times()
-    return t.user + t.system
+def _cpu_share(seconds: float) -> dict[str, float]:
+    """This process's CPU against a busy loop's over the same ``seconds``."""
+    return capped.cpu_share(capped.process_cpu_seconds, seconds).report()
 
 
 def _wait_inactive(transport: paramiko.Transport, cap: float) -> float | None:
@@ -66,9 +67,7 @@ def kill_idle() -> None:
     time.sleep(0.3)  # let the transport settle into its idle read loop
     os.kill(pid, signal.SIGKILL)
     detect = _wait_inactive(transport, 3.0)
-    c0, w0 = _cpu(), time.monotonic()
-    time.sleep(1.0)
-    cpu = (_cpu() - c0) / (time.monotonic() - w0)
+    cpu = _cpu_share(1.0)
     exc = transport.get_exception()
     error = f"{type(exc).__name__}: {exc}"
     _emit(detect=detect, cpu=cpu, error=error)
@@ -123,8 +122,5 @@ def grandchild_holds_pipe() -> None:
     time.sleep(0.3)
     os.kill(transport.sock.process.pid, signal.SIGKILL)
     detect = _wait_inactive(transport, 3.0)
-    c0, w0 = _cpu(), time.monotonic()
-    time.sleep(0.5)
-    cpu = (_cpu() - c0) / (time.monotonic() - w0)
-    _emit(detect=detect, cpu=cpu)
+    _emit(detect=detect, cpu=_cpu_share(0.5))
     client.close()

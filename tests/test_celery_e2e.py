@@ -121,7 +121,8 @@ def test_prefork_worker_end_to_end(sshd: Sshd) -> None:
     assert data["tasks_ok_before"].split("/")[0] == data["tasks_ok_before"][2:]
     # 2. every ssh -W killed: the worker idles and the next tasks reconnect
     assert data["proxies_killed"] == 2, data
-    assert data["worker_cpu_after_kill"] < 0.1, data
+    # at rest (load does not raise it)
+    assert data["worker_cpu_after_kill"]["cpu"] < 0.1, data
     assert data["tasks_recovered"] == "8/8", data
     assert data["zombies_after_kill"] == 0, data
     # 3. a hard time limit mid-command orphans no proxy
@@ -137,8 +138,11 @@ def test_prefork_worker_without_the_fix_burns_cpu_and_fails(sshd: Sshd) -> None:
     data = _e2e(sshd, "upstream", cap=60)
     assert data["proxies_killed"] == 2, data
     assert data["tasks_recovered"] == "0/8", data
-    # Two spinning transports: ~2 cores on an idle machine, less on a busy one.
-    assert data["worker_cpu_after_kill"] > 0.3, data
+    # Two spinning transports: ~2 cores on an idle machine, less on a busy one;
+    # at least half what a busy loop got over the same window. (The pool
+    # shares the worker's session, so with autogroup scheduling both spinners
+    # together get one session's share: a ratio of ~1, not 2.)
+    assert data["worker_cpu_after_kill"]["ratio"] > 0.5, data
 
 
 def test_plain_import_after_celery_connects_the_signals() -> None:

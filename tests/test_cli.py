@@ -85,10 +85,16 @@ def test_bad_input_is_a_message_and_non_zero(args: list[str], words: str) -> Non
 
 @pytest.mark.timeout(90)
 def test_demo_shows_the_incident_without_and_with_the_fix() -> None:
-    start = time.monotonic()
-    done = cli("demo", "--json", timeout=80)
-    wall = time.monotonic() - start
-    print(f"demo took {wall:.1f} s")
+    # The demo reports the unfixed child's CPU share over one second; a spin
+    # gets less than a core on a busy machine, so a busy loop runs meanwhile
+    # to say what a spin could get (over the whole demo, which is as close to
+    # that second as a test outside the demo can get).
+    with capped.BusyLoop() as ref:
+        r0, start = ref.cpu_seconds(), time.monotonic()
+        done = cli("demo", "--json", timeout=80)
+        wall = time.monotonic() - start
+        reference = (ref.cpu_seconds() - r0) / wall
+    print(f"demo took {wall:.1f} s; a busy loop got {reference:.2f} of a core")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     without, fixed = report["without_fix"], report["with_fix"]
@@ -97,7 +103,7 @@ def test_demo_shows_the_incident_without_and_with_the_fix() -> None:
     assert without["fix_installed"] is False
     assert without["killed"]["detect_seconds"] is None
     assert without["killed"]["waiter_seconds"] is None
-    assert without["killed"]["cpu_after_kill"] > 0.1
+    assert without["killed"]["cpu_after_kill"] > 0.3 * reference
     assert without["killed"]["zombie_after_close"] is True
     assert without["killed"]["pipes_open_after_close"] == 3
     # Upstream waits for the banner timeout, then says "Error reading SSH
@@ -111,13 +117,15 @@ def test_demo_shows_the_incident_without_and_with_the_fix() -> None:
     assert k["detect_seconds"] is not None
     assert k["waiter_seconds"] is not None
     assert "ProxyCommandExited" in k["error"] and "SIGKILL" in k["error"]
-    assert k["cpu_after_kill"] < 0.05
+    assert k["cpu_after_kill"] < 0.05  # at rest (load does not raise it)
     assert k["zombie_after_close"] is False
     assert k["pipes_open_after_close"] == 0
     assert "status 255" in fixed["failing"]["error"]
     assert "Connection refused" in fixed["failing"]["error"]
     assert report["ok"] is True
-    assert wall < 30  # the issue's bound for the whole demo
+    # The issue's bound for the whole demo, mostly fixed waits (detection
+    # window, CPU window, banner timeout): 10.8 s with two CPU hogs per core.
+    assert wall < 30
     # The same report as a table for people.
     table = demo.render(report)
     print(table)

@@ -12,7 +12,7 @@ import pytest
 from tests.celery_app.support import scenario_report
 from tests.support.sshd import Sshd
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(150)
 
 SCENARIO = """
 import json, os, signal, time
@@ -27,7 +27,8 @@ def connection():
 
 def run(command):
     try:
-        return connection().run(command, hide=True, timeout=5).stdout.strip()
+        # ~0.1 s each (a reconnect ~0.5 s): 30 s is headroom for a busy machine
+        return connection().run(command, hide=True, timeout=30).stdout.strip()
     except Exception as exc:
         return f"error: {type(exc).__name__}: {exc}"[:200]
 
@@ -35,7 +36,7 @@ first = run("echo first")
 old = connection().transport.sock.process.pid
 os.kill(old, signal.SIGKILL)
 time.sleep(0.3)
-busy = capped.cpu_fraction(os.getpid(), 1.0)
+busy = capped.cpu_share(os.getpid(), 1.0).report()
 active = connection().transport.is_active()
 after = [run(f"echo again-{i}") for i in range(3)]
 new = connection().transport.sock.process.pid
@@ -52,7 +53,7 @@ print(json.dumps(report), flush=True)
 
 
 def _scenario(sshd: Sshd, fixed: bool) -> dict:
-    data = scenario_report(sshd, SCENARIO, fixed, cap=25)
+    data = scenario_report(sshd, SCENARIO, fixed, cap=120)
     print(f"fabric 3, fixed={fixed}: {data}")
     return data
 
@@ -63,7 +64,7 @@ def test_cached_connection_reconnects_after_its_proxy_is_killed(sshd: Sshd) -> N
     assert data["after"] == ["again-0", "again-1", "again-2"]
     assert data["reconnected"] and not data["active_after_kill"]
     assert data["old_state"] is None, "the killed proxy was not reaped"
-    assert data["cpu"] < 0.05, data
+    assert data["cpu"]["cpu"] < 0.05, data  # at rest (load does not raise it)
     assert data["zombies_after_close"] == 0 and not data["proxy_left"]
 
 
@@ -72,5 +73,6 @@ def test_upstream_cached_connection_spins_and_fails(sshd: Sshd) -> None:
     assert data["first"] == "first"
     assert all(a.startswith("error") for a in data["after"]), data["after"]
     assert data["active_after_kill"], "upstream noticed the dead proxy"
-    # A full core when the machine is idle; a shared test machine gives less.
-    assert data["cpu"] > 0.1, data
+    # A full core when the machine is idle, less on a busy one: as much as a
+    # busy loop got over the same second.
+    assert data["cpu"]["ratio"] > 0.5, data

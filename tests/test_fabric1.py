@@ -18,7 +18,7 @@ pytest.importorskip(
 from tests.celery_app.support import scenario_report
 from tests.support.sshd import Sshd
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = pytest.mark.timeout(300)
 
 PRELUDE = """
 import json, os, signal, tempfile, time
@@ -48,7 +48,9 @@ env.connection_attempts = 1
 def do(command):
     try:
         with hide("everything"):
-            return run(command, pty=False, shell=False, timeout=5).strip()
+            # ~0.1 s each (a reconnect ~0.5 s): 30 s is headroom for a busy
+            # machine, where 5 s was seen to run out
+            return run(command, pty=False, shell=False, timeout=30).strip()
     except BaseException as exc:
         return f"error: {type(exc).__name__}: {exc}"[:200]
 
@@ -72,7 +74,7 @@ old = proxy()
 names = pipes(old)
 os.kill(old.process.pid, signal.SIGKILL)
 time.sleep(0.3)
-busy = capped.cpu_fraction(os.getpid(), 1.0)
+busy = capped.cpu_share(os.getpid(), 1.0).report()
 after = [do(f"echo again-{i}") for i in range(3)]
 new = proxy()
 names |= pipes(new)
@@ -93,7 +95,7 @@ print(json.dumps({
 
 
 def _scenario(sshd: Sshd, code: str, fixed: bool) -> dict:
-    data = scenario_report(sshd, code, fixed, cap=30)
+    data = scenario_report(sshd, code, fixed, cap=140)
     print(f"fabric 1, fixed={fixed}: {data}")
     return data
 
@@ -103,7 +105,7 @@ def test_connection_cache_reconnects_and_disconnect_all_reaps(sshd: Sshd) -> Non
     assert data["first"] == "first"
     assert data["after"] == ["again-0", "again-1", "again-2"], data["after"]
     assert data["reconnected"]
-    assert data["cpu"] < 0.05, data
+    assert data["cpu"]["cpu"] < 0.05, data  # at rest (load does not raise it)
     assert data["zombies"] == 0 and data["open_pipes"] == 0, data
     assert data["proxies_alive"] == []
 
@@ -112,7 +114,9 @@ def test_upstream_connection_cache_fails_and_leaks(sshd: Sshd) -> None:
     data = _scenario(sshd, RECOVERY, fixed=False)
     assert data["first"] == "first"
     assert all(a.startswith("error") for a in data["after"]), data["after"]
-    assert data["cpu"] > 0.1, data  # a full core on an idle machine
+    # a full core on an idle machine, less on a busy one: as much as a busy
+    # loop got over the same second
+    assert data["cpu"]["ratio"] > 0.5, data
     assert data["zombies"] >= 1 and data["open_pipes"] > 0, data
 
 

@@ -157,18 +157,18 @@ def scenario(task: Any, worker: subprocess.Popen[bytes], fixed: bool) -> dict:
     figures["tasks_ok_before"] = f"{_ok(warm)}/{len(warm)}"
     figures["pool_processes_with_a_proxy"] = len({o.get("pid") for o in warm} - {None})
 
-    # 2. Every ssh -W is killed: CPU over 2 s, then the next tasks.
+    # 2. Every ssh -W is killed: CPU over 2 s (against a busy loop's over the
+    # same 2 s: a spin gets less than a core on a busy machine), then the
+    # next tasks.
     killed = proxies_under(main)
     for pid in killed:
         os.kill(pid, signal.SIGKILL)
     figures["proxies_killed"] = len(killed)
     time.sleep(0.5)
     everyone = [main, *pool(main)]
-    c0, w0 = cpu_of(everyone), time.monotonic()
-    time.sleep(2.0)
-    figures["worker_cpu_after_kill"] = round(
-        (cpu_of(everyone) - c0) / (time.monotonic() - w0), 3
-    )
+    figures["worker_cpu_after_kill"] = capped.cpu_share(
+        lambda: cpu_of(everyone), 2.0
+    ).report()
     after = submit(task, [f"echo after-kill-{i}" for i in range(8)], 30)
     figures["tasks_recovered"] = f"{_ok(after)}/{len(after)}"
     figures["first_error_after_kill"] = next(

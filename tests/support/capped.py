@@ -1,4 +1,4 @@
-"""Run code in a child interpreter under a hard cap, and read /proc for leaks.
+"""Run code in a child interpreter under a hard cap; read /proc for leaks and CPU.
 
 A bug under test can spin or hang forever; running it in a child with a
 wall-clock cap turns that into a result (timed out, CPU seconds burnt)
@@ -8,10 +8,12 @@ instead of a stuck test session.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
 import resource
+import select
 import selectors
 import signal
 import subprocess
@@ -277,15 +279,102 @@ def cpu_seconds(pid: int, tid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
-def cpu_fraction(pid: int, seconds: float, tid: int | None = None) -> float:
-    """Share of one core used by ``pid`` (or thread ``tid``) over ``seconds``.
+# A process that does nothing but burn CPU; it says when its loop starts, so
+# a window never includes its interpreter start-up.
+_BUSY_LOOP = "import os\nos.write(1, b'.')\nwhile True: pass\n"
 
-    For a thread of this process: ``cpu_fraction(os.getpid(), 1, t.native_id)``.
+
+class BusyLoop:
+    """A reference busy-loop process: the CPU one hungry process gets right now.
+
+    A spinning process gets a core on an idle machine and a fraction of one on
+    a busy machine, so "it spins" is only measurable against something that
+    spins for sure over the same window. The loop runs in a session of its
+    own: with autogroup scheduling each session gets an equal share, as does
+    the capped child (run_capped) a test measures.
     """
-    before, t0 = cpu_seconds(pid, tid), time.monotonic()
-    time.sleep(seconds)
-    after, t1 = cpu_seconds(pid, tid), time.monotonic()
-    return (after - before) / (t1 - t0)
+
+    proc: subprocess.Popen[bytes]
+
+    def __enter__(self) -> BusyLoop:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _BUSY_LOOP],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            start_new_session=True,
+        )
+        assert self.proc.stdout is not None
+        if self.proc.stdout.read(1) != b".":  # blocks until the loop starts
+            self.__exit__()
+            raise RuntimeError("the busy-loop reference process did not start")
+        return self
+
+    def cpu_seconds(self) -> float:
+        """user+sys CPU seconds the loop has used so far."""
+        return cpu_seconds(self.proc.pid)
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+@dataclass
+class CpuShare:
+    """CPU used over a window, next to what a BusyLoop got in the same window."""
+
+    cpu: float  # share of one core used by what was measured
+    reference: float  # share of one core the busy loop got meanwhile
+    seconds: float  # wall length of the window
+
+    @property
+    def ratio(self) -> float:
+        """``cpu`` as a fraction of ``reference``: about 1 for a spin, ~0 at rest."""
+        return self.cpu / self.reference if self.reference > 0 else float("inf")
+
+    def report(self) -> dict[str, float]:
+        """The figures as JSON-ready numbers, for a scenario's report line."""
+        return {
+            "cpu": round(self.cpu, 4),
+            "reference": round(self.reference, 4),
+            "ratio": round(self.ratio, 4),
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def cpu_share(read: Callable[[], float] | int, seconds: float) -> CpuShare:
+    """CPU seconds from ``read`` (or of a pid) per second, against a BusyLoop.
+
+    Both are measured over the same ``seconds`` of wall time. For a thread:
+    ``cpu_share(functools.partial(cpu_seconds, os.getpid(), tid), 1)``.
+    """
+    if isinstance(read, int):
+        read = functools.partial(cpu_seconds, read)
+    with BusyLoop() as ref:
+        r0, c0, t0 = ref.cpu_seconds(), read(), time.monotonic()
+        time.sleep(seconds)
+        r1, c1, t1 = ref.cpu_seconds(), read(), time.monotonic()
+    wall = t1 - t0
+    return CpuShare(cpu=(c1 - c0) / wall, reference=(r1 - r0) / wall, seconds=wall)
+
+
+def wait_readable(stream: Any, timeout: float) -> bool:
+    """Whether ``stream`` (a file object or fd) has data or EOF within ``timeout``.
+
+    Lets a test with a short socket timeout first wait, with headroom, for a
+    proxy to start and write: starting a Python proxy alone can take longer
+    than 0.1 s on a busy machine.
+    """
+    poller = select.poll()
+    poller.register(stream, select.POLLIN)
+    return bool(poller.poll(timeout * 1000))
+
+
+def process_cpu_seconds() -> float:
+    """user+sys CPU seconds of this process, all its threads."""
+    t = os.times()
+    return t.user + t.system
 
 
 # -- leak control ------------------------------------------------------------
