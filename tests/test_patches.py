@@ -187,8 +187,8 @@ print("upstream kept")
 #: the API and both spellings of every exception are the built-in ones.
 BUILTIN_CHECK = """
 import sys, warnings
-warnings.simplefilter("error")
 import paramiko
+warnings.simplefilter("error")  # a second install would warn or patch
 import paramiko_proxyfix as pf
 builtin = sys.modules["paramiko._proxyfix._patch"]
 assert builtin.is_installed() and pf.is_installed()
