@@ -95,13 +95,13 @@ def read_sdist(
 
 
 def package_version() -> str:
-    tree = ast.parse((PACKAGE / "__init__.py").read_text())
+    tree = ast.parse((PACKAGE / "_version.py").read_text())
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(
             isinstance(t, ast.Name) and t.id == "__version__" for t in node.targets
         ):
             return str(ast.literal_eval(node.value))
-    raise PatchError("paramiko_proxyfix/__init__.py has no __version__")
+    raise PatchError("paramiko_proxyfix/_version.py has no __version__")
 
 
 def _relative_imports(source: str, name: str) -> set[str]:

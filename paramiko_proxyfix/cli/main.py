@@ -12,11 +12,23 @@ import os
 import sys
 from typing import Any
 
+import paramiko
+
 from .. import _patch
+from .._version import __version__
 
 __all__ = ["main"]
 
 PROG = "python -m paramiko_proxyfix"
+
+
+def version_line() -> str:
+    """One line for bug reports: this package's, paramiko's and Python's versions."""
+    python = ".".join(str(n) for n in sys.version_info[:3])
+    return (
+        f"paramiko-proxyfix {__version__} "
+        f"(paramiko {paramiko.__version__}, Python {python})"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -24,6 +36,12 @@ def _parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Make paramiko's ProxyCommand safe: see the incident, check "
         "the fix, find stray proxies, run programs with the fix.",
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=version_line(),
+        help="print the versions of this package, paramiko and Python, and exit",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo = sub.add_parser(
