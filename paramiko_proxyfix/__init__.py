@@ -12,8 +12,7 @@ import importlib
 import sys
 
 from . import _patch
-
-__version__ = "0.2.0"
+from ._version import __version__
 
 # The fix's own modules: ours, or the copy inside a patched paramiko.
 _core = _patch.builtin_fix()
