@@ -235,3 +235,104 @@ def _close_at_exit() -> None:
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 atexit.register(_close_at_exit)
+
+
+# -- BEGIN celery-branch stand-in: stats(), add_listener(), richer proxies() --
+# A minimal version of the registry API the lead is adding on main; replace
+# this whole block with main's when merging.
+
+_stats = dict.fromkeys(
+    ("started", "closed", "ended_by_exit", "ended_by_signal", "killed_after_timeout"),
+    0,
+)
+_listeners: list[Any] = []
+#: Proxies found still running when their close began, by id().
+_closed_live: set[int] = set()
+_add, _discard, _proxies = add, discard, proxies
+
+
+def stats() -> dict[str, int]:
+    """This process's counters since it started (or forked)."""
+    return dict(_stats)
+
+
+def add_listener(fn: Any) -> None:
+    """Call ``fn()`` after any proxy is added or removed."""
+    if fn not in _listeners:
+        _listeners.append(fn)
+
+
+def _notify() -> None:
+    for fn in list(_listeners):
+        try:
+            fn()
+        except Exception:
+            log.exception("registry listener failed")
+
+
+def add(proxy: ProxyProcess) -> None:  # type: ignore[no-redef]
+    _wrap_begin_close(type(proxy))
+    _add(proxy)
+    _stats["started"] += 1
+    _notify()
+
+
+def discard(proxy: ProxyProcess) -> None:  # type: ignore[no-redef]
+    with _lock:
+        known = proxy in _live
+    _discard(proxy)
+    if known and proxy.owner_pid == os.getpid():
+        code = proxy.exit_status()
+        if id(proxy) in _closed_live:
+            _closed_live.discard(id(proxy))
+            key = "killed_after_timeout" if code == -signal.SIGKILL else "closed"
+        else:
+            signalled = code is not None and code < 0
+            key = "ended_by_signal" if signalled else "ended_by_exit"
+        _stats[key] += 1
+    _notify()
+
+
+def _wrap_begin_close(cls: Any) -> None:
+    if getattr(cls.begin_close, "_pfx_counted", False):
+        return
+    original = cls.begin_close
+
+    def begin_close(self: Any) -> bool:
+        if self.exit_status() is None:
+            _closed_live.add(id(self))
+        return original(self)  # type: ignore[no-any-return]
+
+    begin_close._pfx_counted = True  # type: ignore[attr-defined]
+    cls.begin_close = begin_close
+
+
+def _proc_start_time(pid: int) -> int | None:
+    """/proc/<pid>/stat's starttime (clock ticks after boot), None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def proxies() -> list[dict[str, Any]]:  # type: ignore[no-redef]
+    """A snapshot of this process's live proxies, one dict each."""
+    out = _proxies()
+    now = time.time()
+    for entry in out:
+        entry["owner_pid"] = os.getpid()
+        entry["age"] = now - entry["started"]
+        entry["start_time"] = _proc_start_time(entry["pid"])
+    return out
+
+
+def _reset_stats_in_child() -> None:
+    for key in _stats:
+        _stats[key] = 0
+    _closed_live.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_stats_in_child)
+# -- END celery-branch stand-in ------------------------------------------------
