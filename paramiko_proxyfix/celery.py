@@ -81,6 +81,7 @@ def _on_process_init(**_: Any) -> None:
 def close_on_shutdown(**_: Any) -> None:
     """Close every proxy of this process within SHUTDOWN_TIMEOUT."""
     closed = registry.close_all(timeout=SHUTDOWN_TIMEOUT)
+    fleet.withdraw()
     if closed:
         log.debug("closed %d proxies at shutdown", closed)
 

@@ -32,7 +32,7 @@ from typing import Any
 
 from . import registry
 
-__all__ = ["close_idle", "enable_publishing", "report", "run_dir"]
+__all__ = ["close_idle", "enable_publishing", "report", "run_dir", "withdraw"]
 
 log = logging.getLogger("paramiko_proxyfix")
 
@@ -86,21 +86,37 @@ def proc_stat(pid: int) -> tuple[int, int] | None:
 _publisher_pid = 0
 _lock = threading.Lock()
 _dirty = False
+_thread_lock = threading.Lock()
 _refresher: threading.Thread | None = None
+#: Set when a refresher was asked for while the lock was busy.
+_wanted = False
 
 
 def enable_publishing() -> None:
     """Publish this process's snapshot from now on (a Celery pool process)."""
-    global _publisher_pid, _refresher
+    global _publisher_pid, _refresher, _lock, _thread_lock
     _publisher_pid = os.getpid()
-    _refresher = None  # a parent's thread does not exist after fork
+    # Fresh after fork: a parent's thread, or a lock it held, is not ours.
+    _lock, _thread_lock, _refresher = threading.Lock(), threading.Lock(), None
     registry.add_listener(_on_change)
     _on_change()
 
 
+def withdraw() -> None:
+    """Stop publishing and remove this process's snapshot (at shutdown)."""
+    global _publisher_pid
+    if _publisher_pid != os.getpid():
+        return
+    _publisher_pid = 0
+    path = _own_dir(create=False)
+    if path is not None:
+        with contextlib.suppress(OSError):
+            (path / f"{os.getpid()}.json").unlink()
+
+
 def _on_change() -> None:
     if os.getpid() != _publisher_pid:
-        return  # a process forked from a publisher publishes nothing
+        return  # not enabled here, or a process forked from a publisher
     publish()
     if registry.live():
         _ensure_refresher()
@@ -152,20 +168,38 @@ def _write(data: dict[str, Any]) -> None:
 
 
 def _ensure_refresher() -> None:
-    global _refresher
-    with contextlib.suppress(RuntimeError):  # no new threads at shutdown
-        if _refresher is None or not _refresher.is_alive():
-            _refresher = threading.Thread(
+    global _refresher, _wanted
+    _wanted = True
+    # Never wait: close() may run in a signal handler that interrupted the
+    # thread holding the lock, and that thread then starts the refresher.
+    if not _thread_lock.acquire(blocking=False):
+        return
+    try:
+        if _refresher is None:
+            thread = threading.Thread(
                 target=_refresh, name="paramiko_proxyfix snapshot", daemon=True
             )
-            _refresher.start()
+            with contextlib.suppress(RuntimeError):  # no new threads at shutdown
+                thread.start()
+                _refresher = thread
+    finally:
+        _thread_lock.release()
 
 
 def _refresh() -> None:
-    # Ends as soon as no proxy is live: the last removal published already.
-    while registry.live():
+    # Ends once no proxy is live (the last removal published already); no
+    # thread lingers in a process without proxies.
+    global _refresher, _wanted
+    while True:
+        _wanted = False
         time.sleep(REFRESH)
-        publish()
+        active = _publisher_pid == os.getpid()  # not withdrawn
+        if active:
+            publish()
+        with _thread_lock:
+            if not active or (not registry.live() and not _wanted):
+                _refresher = None
+                return
 
 
 # -- the main process side: reading and closing -------------------------------

@@ -47,6 +47,7 @@ def test_pool_survives_killed_proxies_and_shuts_down_clean(
     assert data["tasks_before"] == "8/8", data
     processes = 2 if name == "prefork" else 1
     assert data["processes_with_a_proxy"] == processes, data
+    assert data["inspect_proxies"] == [processes], data
     assert data["proxies_killed"] == processes, data
     assert data["worker_cpu_after_kill"] < CPU_CEILING, data
     assert data["tasks_after"] == "8/8", data

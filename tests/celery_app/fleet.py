@@ -87,8 +87,9 @@ def scenario(task: Any, app: Any, workers: dict[str, Any]) -> dict[str, Any]:
     busy = {n: task.apply_async((BUSY,), queue=n) for n in NODES}
     time.sleep(2.5)
 
-    listed = by_node(celery_cli("inspect", "proxyfix_proxies"))
-    figures["inspect"] = listed
+    # The raw CLI replies too: docs/celery.md shows them.
+    figures["inspect_cli"] = celery_cli("inspect", "proxyfix_proxies")
+    listed = figures["inspect"] = by_node(figures["inspect_cli"])
     # Every proxy's owner is a pool process of that node, per /proc.
     figures["owners_checked"] = {
         n: sorted(
@@ -101,9 +102,10 @@ def scenario(task: Any, app: Any, workers: dict[str, Any]) -> dict[str, Any]:
         for n, reply in listed.items()
     }
 
-    figures["close_idle"] = by_node(
-        celery_cli("control", "proxyfix_close_idle", str(IDLE_SECONDS))
+    figures["close_idle_cli"] = celery_cli(
+        "control", "proxyfix_close_idle", str(IDLE_SECONDS)
     )
+    figures["close_idle"] = by_node(figures["close_idle_cli"])
 
     busy_out = {}
     for n, result in busy.items():

@@ -38,7 +38,7 @@ POOLS = ("prefork", "threads", "solo", "gevent", "eventlet")
 CONCURRENCY = {"prefork": 2, "threads": 4, "solo": 1, "gevent": 4, "eventlet": 4}
 
 
-def scenario(task: Any, worker: Any, name: str) -> dict[str, Any]:
+def scenario(task: Any, app: Any, worker: Any) -> dict[str, Any]:
     main = worker.pid
     figures: dict[str, Any] = {}
 
@@ -50,6 +50,12 @@ def scenario(task: Any, worker: Any, name: str) -> dict[str, Any]:
     figures["processes_with_a_proxy"] = len(
         {o["pid"] for o in before if "error" not in o}
     )
+
+    # The fleet view sees them, whichever process holds them.
+    replies = app.control.broadcast("proxyfix_proxies", reply=True, timeout=5)
+    figures["inspect_proxies"] = [
+        r["proxies"] for reply in replies for r in reply.values()
+    ]
 
     killed = proxies_under(main)
     for pid in killed:
@@ -92,13 +98,16 @@ def main() -> None:
         _become_subreaper()
         redis, url = start_redis(workdir)
         os.environ["PFX_REDIS_URL"] = url
-        from tests.celery_app.app import run  # reads PFX_REDIS_URL
+        from tests.celery_app.app import app, run  # reads PFX_REDIS_URL
 
         env = {"PFX_IN_STREAM": "0"} if name == "eventlet" else {}
+        # PFX_E2E_MODE=upstream (by hand): the same run without the fix.
+        fixed = os.environ.get("PFX_E2E_MODE", "fixed") == "fixed"
+        figures["fixed"] = fixed
         worker = start_worker(
-            workdir, True, pool=name, concurrency=CONCURRENCY[name], env=env
+            workdir, fixed, pool=name, concurrency=CONCURRENCY[name], env=env
         )
-        figures.update(scenario(run, worker, name))
+        figures.update(scenario(run, app, worker))
     except BaseException as exc:
         figures["error"] = f"{type(exc).__name__}: {exc}"
         log = workdir / "worker-e2e.log"
