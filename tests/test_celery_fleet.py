@@ -10,6 +10,7 @@ proxyfix_close_idle`` closes the idle ones and none of the busy ones.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -18,11 +19,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import paramiko
 import pytest
 
 pytest.importorskip("celery", reason="Celery is not installed")
 
-from paramiko_proxyfix import fleet
+from paramiko_proxyfix import fleet, registry
 from tests.celery_app.support import ssh_env
 from tests.support import capped
 from tests.support.sshd import Sshd
@@ -50,7 +52,7 @@ def _child(code: str) -> subprocess.Popen[str]:
 PUBLISHER = """
 import sys, paramiko
 import paramiko_proxyfix
-from paramiko_proxyfix import fleet
+from paramiko_proxyfix import fleet, registry
 fleet.enable_publishing()
 pc = paramiko.ProxyCommand("sleep 60")
 print(pc.process.pid, flush=True)
@@ -83,6 +85,30 @@ def test_a_child_publishes_and_the_parent_reads_and_closes_its_proxy(
         child.kill()
         child.wait(10)
         capped.kill_pids(left)
+
+
+def test_the_counters_and_the_listener_the_fleet_view_relies_on() -> None:
+    calls: list[int] = []
+    registry.add_listener(lambda: calls.append(len(registry.live())))
+    before = registry.stats()
+    running = paramiko.ProxyCommand("sleep 60")
+    [entry] = [e for e in registry.proxies() if e["pid"] == running.process.pid]
+    assert entry["owner_pid"] == os.getpid() and 0 <= entry["age"] < 10
+    assert entry["start_time"] == (fleet.proc_stat(entry["pid"]) or (0, 0))[1]
+    done = paramiko.ProxyCommand("sh -c 'exit 3'")
+    assert capped.wait_gone([done.process.pid], timeout=5) == []
+    running.close()
+    done.close()
+    after = registry.stats()
+    delta = {k: after[k] - before[k] for k in after}
+    assert delta == {
+        "started": 2,
+        "closed": 1,
+        "ended_by_exit": 1,
+        "ended_by_signal": 0,
+        "killed_after_timeout": 0,
+    }
+    assert calls[-4:] == [1, 2, 1, 0]
 
 
 def test_a_stale_file_is_discarded_and_a_forged_one_not_believed(run_dir: Path) -> None:
