@@ -14,6 +14,15 @@ app) installs the fix and connects these handlers to Celery's signals:
   SHUTDOWN_TIMEOUT. A task still inside Fabric's ``run()`` often never gets
   here (invoke waits for its reader threads): then the SIGKILL ends the pool
   child, and the parent-death signal set up at spawn ends its proxies.
+
+And two remote-control commands, answered by each worker's main process for
+itself and its pool processes (see fleet.py):
+
+- ``celery -A proj inspect proxyfix_proxies``: every proxy, with its owner
+  pid, command, age, idle seconds, bytes in/out and state, and each
+  process's counters;
+- ``celery -A proj control proxyfix_close_idle SECONDS``: close the proxies
+  idle for that long; answers how many.
 """
 
 from __future__ import annotations
@@ -23,11 +32,19 @@ from typing import Any
 
 # An absolute import: the real Celery, never this module.
 from celery import signals
+from celery.worker.control import control_command, inspect_command
 
-from . import registry
+from . import fleet, registry
 from .config import env_seconds
 
-__all__ = ["SHUTDOWN_TIMEOUT", "SETTING", "close_on_shutdown", "connect"]
+__all__ = [
+    "SETTING",
+    "SHUTDOWN_TIMEOUT",
+    "close_on_shutdown",
+    "connect",
+    "proxyfix_close_idle",
+    "proxyfix_proxies",
+]
 
 log = logging.getLogger("paramiko_proxyfix")
 
@@ -58,11 +75,13 @@ def _on_process_init(**_: Any) -> None:
     from celery import current_app
 
     _apply_idle_timeout(current_app)
+    fleet.enable_publishing()
 
 
 def close_on_shutdown(**_: Any) -> None:
     """Close every proxy of this process within SHUTDOWN_TIMEOUT."""
     closed = registry.close_all(timeout=SHUTDOWN_TIMEOUT)
+    fleet.withdraw()
     if closed:
         log.debug("closed %d proxies at shutdown", closed)
 
@@ -78,6 +97,20 @@ def connect() -> None:
         celery_signal.connect(
             handler, weak=False, dispatch_uid=f"paramiko_proxyfix.{celery_signal.name}"
         )
+
+
+@inspect_command()  # type: ignore[untyped-decorator]
+def proxyfix_proxies(state: Any, **_: Any) -> dict[str, Any]:
+    """The proxies of this worker and of its pool processes."""
+    return fleet.report()
+
+
+@control_command(  # type: ignore[untyped-decorator]
+    args=[("seconds", float)], signature="<seconds>"
+)
+def proxyfix_close_idle(state: Any, seconds: float, **_: Any) -> dict[str, Any]:
+    """Close the proxies with no I/O for SECONDS, in the pool processes too."""
+    return {"ok": fleet.close_idle(float(seconds))}
 
 
 connect()

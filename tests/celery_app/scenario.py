@@ -75,20 +75,31 @@ def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("redis-server did not start:\n" + "\n---\n".join(errors))
 
 
-def start_worker(workdir: Path, fixed: bool) -> subprocess.Popen[bytes]:
-    """``celery worker --pool=prefork --concurrency=2``; returns once it is ready."""
-    log = workdir / "worker.log"
-    env = dict(os.environ, PARAMIKO_PROXYFIX_DISABLE="" if fixed else "1")
+def start_worker(
+    workdir: Path,
+    fixed: bool,
+    pool: str = "prefork",
+    concurrency: int = 2,
+    name: str = "e2e@%h",
+    queues: str = "celery",
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """``celery worker --pool=POOL --concurrency=N``; returns once it is ready."""
+    log = workdir / f"worker-{name.split('@')[0]}.log"
+    full = dict(
+        os.environ, PARAMIKO_PROXYFIX_DISABLE="" if fixed else "1", **(env or {})
+    )
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "tests.celery_app.app", "worker"]
-            + ["--pool=prefork", "--concurrency=2", "--loglevel=INFO", "-O", "fair"]
+            + [f"--pool={pool}", f"--concurrency={concurrency}", "--loglevel=INFO"]
+            + (["-O", "fair"] if pool == "prefork" else [])
             + ["--without-heartbeat", "--without-mingle", "--without-gossip"]
-            + ["-n", "e2e@%h"],
+            + ["-n", name, "-Q", queues],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
-            env=env,
+            env=full,
             cwd=str(REPO_ROOT),
             start_new_session=True,
         )
