@@ -60,5 +60,5 @@ install(_stacklevel=3)  # a warning names the line that imported us
 
 # A Celery worker imports celery before the task modules that import this
 # package: connect its worker signals then, so no second line is needed.
-if "celery" in sys.modules and _core is None:
+if "celery" in sys.modules:
     from . import celery as _celery  # noqa: F401

@@ -34,7 +34,8 @@ from typing import Any
 from celery import signals
 from celery.worker.control import control_command, inspect_command
 
-from . import fleet, registry
+from . import _registry as registry  # ours, or the one inside a patched paramiko
+from . import fleet
 from .config import env_seconds
 
 __all__ = [

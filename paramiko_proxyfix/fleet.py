@@ -30,7 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import procfs, registry
+from . import _registry as registry  # ours, or the one inside a patched paramiko
+from . import procfs
 
 __all__ = ["close_idle", "enable_publishing", "report", "run_dir", "withdraw"]
 
