@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import re
 import select
 import signal
 import socket
@@ -562,6 +563,9 @@ def test_difference_settimeout_rejects_negative_and_adds_gettimeout(
     assert proxy.gettimeout() == 2.5
 
 
+# -- the same contracts against a patched paramiko ---------------------------------
+
+
 def test_the_package_was_not_imported_against_a_patched_build() -> None:
     """In patched mode the contracts must hold without paramiko_proxyfix."""
     if TARGET == "patched":
@@ -570,3 +574,44 @@ def test_the_package_was_not_imported_against_a_patched_build() -> None:
     else:
         assert TARGET == "shim"
         assert "paramiko_proxyfix" in sys.modules
+
+
+if TARGET == "shim":  # in patched mode this module is what the venv runs
+
+    @pytest.mark.slow
+    @pytest.mark.timeout(900)
+    def test_contracts_hold_for_the_patched_paramiko_without_the_package(
+        tmp_path: Path,
+    ) -> None:
+        """paramiko 5.1.0 built with its patch from patches/, in a venv without
+        paramiko_proxyfix: this module, in patched mode, passes there."""
+        built = subprocess.run(
+            [PY, str(REPO_ROOT / "tools" / "build_patched_wheel.py"), "5.1.0",
+             "--out", str(tmp_path / "dist")],
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert built.returncode == 0, built.stderr
+        (wheel,) = (tmp_path / "dist").glob("paramiko-5.1.0-*.whl")
+        venv = tmp_path / "venv"
+        subprocess.run([PY, "-m", "venv", str(venv)], check=True, timeout=120)
+        python = str(venv / "bin" / "python")
+        subprocess.run(
+            [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+             "bcrypt", "cryptography", "pynacl", "invoke", "pytest", "pytest-timeout",
+             str(wheel)],
+            check=True, timeout=600,
+        )  # fmt: skip
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+        env["PROXYFIX_CONTRACTS_TARGET"] = "patched"
+        done = subprocess.run(
+            [python, "-m", "pytest", "-p", "no:cacheprovider", "-q",
+             "tests/test_upstream_contracts.py"],
+            capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=300,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        print(done.stdout[-2000:])
+        assert done.returncode == 0, done.stdout + done.stderr
+        # Every test ran: none skipped, none deselected.
+        summary = done.stdout.strip().splitlines()[-1]
+        assert re.fullmatch(r"\d+ passed in .*", summary), summary
+        assert int(summary.split()[0]) >= 20
