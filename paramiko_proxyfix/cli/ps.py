@@ -38,7 +38,7 @@ import select
 import signal
 import time
 from dataclasses import asdict, dataclass
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 __all__ = ["ProcUnavailable", "Proxy", "as_json", "find_proxies", "kill", "render"]
 
@@ -175,8 +175,18 @@ def _is_ssh_w(argv: list[str]) -> bool:
     return any(a == "-W" or (a.startswith("-W") and len(a) > 2) for a in argv[1:])
 
 
+#: The descriptors of a process, read once per listing: a worker with
+#: thousands of descriptors may be the parent of many proxies.
+Held = Callable[[int], "set[str] | None"]
+
+
 def _kind(
-    root: str, pid: int, stat: Stat, argv: list[str], patterns: list[re.Pattern[str]]
+    root: str,
+    pid: int,
+    stat: Stat,
+    argv: list[str],
+    patterns: list[re.Pattern[str]],
+    held_by: Held,
 ) -> str | None:
     """Why this process counts as a proxy, or None."""
     if _is_ssh_w(argv):
@@ -189,7 +199,7 @@ def _kind(
     if argv and os.path.basename(argv[0]) in _TOOLS and all(piped[:2]):
         return "proxy tool on pipes"
     if all(piped) and _is_python(root, stat.ppid):
-        held = read_fds(root, stat.ppid)
+        held = held_by(stat.ppid)
         if held is not None and set(stdio) <= held:
             return "proxyfix child" if stat.session == pid else "piped child of python"
     return None
@@ -207,7 +217,7 @@ def _channel(target: str) -> bool:
     return target.startswith(("pipe:[", "socket:["))
 
 
-def ownership(root: str, pid: int, ppid: int) -> tuple[str, str]:
+def ownership(root: str, pid: int, ppid: int, held_by: Held) -> tuple[str, str]:
     """(state, why) of a live proxy: running, orphaned or unknown."""
     if ppid == 0:
         return "unknown", "its parent is outside this pid namespace"
@@ -218,7 +228,7 @@ def ownership(root: str, pid: int, ppid: int) -> tuple[str, str]:
     ends = {t for t in (read_fd(root, pid, 0), read_fd(root, pid, 1)) if _channel(t)}
     if not ends:
         return "unknown", "stdin and stdout are not pipes: cannot tell its owner"
-    held = read_fds(root, ppid)
+    held = held_by(ppid)
     if held is None:
         return "unknown", f"cannot read the descriptors of its parent {name}"
     if ends & held:
@@ -233,12 +243,19 @@ def find_proxies(root: str = "/proc", match: list[str] | None = None) -> list[Pr
     patterns = [re.compile(m) for m in match or []]
     me = os.getpid()
     found = []
+    fds: dict[int, set[str] | None] = {}
+
+    def held_by(pid: int) -> set[str] | None:
+        if pid not in fds:
+            fds[pid] = read_fds(root, pid)
+        return fds[pid]
+
     for pid in list_pids(root):
         stat = read_stat(root, pid)
         if stat is None or pid == me:
             continue
         argv = read_argv(root, pid)
-        kind = _kind(root, pid, stat, argv, patterns)
+        kind = _kind(root, pid, stat, argv, patterns, held_by)
         if kind is None and stat.state == "Z":
             # A zombie has no command line left; its parent tells us more.
             kind = _zombie_kind(root, pid, stat.ppid)
@@ -247,7 +264,7 @@ def find_proxies(root: str = "/proc", match: list[str] | None = None) -> list[Pr
         if stat.state == "Z":
             state, why = "zombie", f"exited; its parent {stat.ppid} has not reaped it"
         else:
-            state, why = ownership(root, pid, stat.ppid)
+            state, why = ownership(root, pid, stat.ppid, held_by)
         found.append(
             Proxy(
                 pid=pid,
