@@ -208,6 +208,8 @@ def test_send_writes_to_stdin_and_returns_the_length(proxies: Proxies) -> None:
     proxy = proxies.start("cat")
     assert proxy.send(b"data") == 4
     assert read_exactly(proxy, 4) == b"data"
+    assert proxy.send(b"") == 0
+    assert proxy.recv(0) == b""
 
 
 @pytest.mark.timeout(30)
@@ -561,6 +563,67 @@ def test_difference_settimeout_rejects_negative_and_adds_gettimeout(
         proxy.settimeout(-1)
     proxy.settimeout(2.5)
     assert proxy.gettimeout() == 2.5
+
+
+@pytest.mark.timeout(30)
+def test_difference_recv_rejects_a_negative_size(proxies: Proxies) -> None:
+    """As a socket does, the fix raises ValueError for recv(-1); upstream
+    returns b"" without reading."""
+    proxy = proxies.run("meh")
+    if proxies.impl == "upstream":
+        assert proxy.recv(-1) == b""
+        return
+    with pytest.raises(ValueError):
+        proxy.recv(-1)
+
+
+@pytest.mark.timeout(30)
+def test_difference_process_args_may_show_the_setpriv_wrapper(
+    proxies: Proxies,
+) -> None:
+    """``proxy.cmd`` is the split command either way, but on Linux with
+    util-linux's setpriv (Python 3.10+) the fix starts ``setpriv --pdeathsig
+    KILL -- CMD...``, which execs the command under the same pid: then
+    ``proxy.process.args`` shows that wrapper. Upstream: exactly ``cmd``."""
+    proxy = proxies.start("cat")
+    assert proxy.cmd == ["cat"]
+    args = list(proxy.process.args)
+    if proxies.impl == "upstream" or args == ["cat"]:
+        assert args == ["cat"]
+        return
+    assert os.path.basename(args[0]) == "setpriv" and args[1:] == [
+        "--pdeathsig", "KILL", "--", "cat"
+    ]  # fmt: skip
+    # setpriv then execs: the same pid runs cat itself (once it got there).
+    deadline = time.monotonic() + 10
+    while not os.readlink(f"/proc/{proxy.process.pid}/exe").endswith("/cat"):
+        assert time.monotonic() < deadline, "setpriv did not exec the command"
+        time.sleep(0.01)
+
+
+def _has_tty() -> bool:
+    try:
+        os.close(os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.timeout(30)
+def test_difference_without_a_terminal_the_proxy_leads_its_own_session(
+    proxies: Proxies,
+) -> None:
+    """Upstream's proxy stays in the caller's process group (a Ctrl-C, or a
+    signal to the group, reaches it too). Without a controlling terminal (a
+    worker, a service) the fix gives each proxy a session of its own, so
+    close() can signal it with everything it started; with one, it stays in
+    the caller's group so ``ssh`` can ask for a passphrase."""
+    proxy = proxies.run("silent")
+    pid = proxy.process.pid
+    if proxies.impl == "upstream" or _has_tty():
+        assert os.getpgid(pid) == os.getpgid(0)
+        return
+    assert os.getsid(pid) == pid and os.getpgid(pid) == pid
 
 
 # -- the same contracts against a patched paramiko ---------------------------------
