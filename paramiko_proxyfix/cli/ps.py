@@ -221,8 +221,7 @@ def ownership(root: str, pid: int, ppid: int, held_by: Held) -> tuple[str, str]:
     """(state, why) of a live proxy: running, orphaned or unknown."""
     if ppid == 0:
         return "unknown", "its parent is outside this pid namespace"
-    parent = read_stat(root, ppid)
-    if parent is None:
+    if read_stat(root, ppid) is None:
         return "orphaned", f"its parent {ppid} is gone"
     name = f"{ppid} ({read_comm(root, ppid)})"
     ends = {t for t in (read_fd(root, pid, 0), read_fd(root, pid, 1)) if _channel(t)}
