@@ -158,7 +158,9 @@ def test_pid1_owner_is_not_an_orphan_but_what_pid1_adopted_is(ssh: str) -> None:
 
 # Sets PR_SET_CHILD_SUBREAPER (prctl 36) as systemd --user and tini do, starts
 # three owners, prints their pids and their proxies' pids, then reaps whatever
-# it adopts until its stdin closes, when it kills what is left.
+# it adopts until its stdin closes, when it kills what is left. The owners'
+# stdin is /dev/null: on three pipes held by a Python parent, they would look
+# like proxies themselves.
 _SUBREAPER = """
 import ctypes, json, os, select, signal, subprocess, sys, time
 assert ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0
@@ -183,7 +185,8 @@ owners = {}
 for name, code, env in [("fixed", fixed, os.environ), ("kept", plain, no_fix),
                         ("dying", plain, no_fix)]:
     owner = subprocess.Popen([sys.executable, "-c", code, ssh, sleep],
-                             stdout=subprocess.PIPE, env=env)
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             env=env)
     owners[name] = [owner.pid, int(owner.stdout.readline())]
 print(json.dumps({"subreaper": os.getpid(), "owners": owners}), flush=True)
 while not select.select([sys.stdin], [], [], 0.05)[0]:
