@@ -270,6 +270,16 @@ def fake_proc(tmp_path: Path) -> Path:
     _fake_process(root, 104, 50, ["corp-proxy", "app4"], fds=pipes)
     _fake_process(root, 106, 50, ["corp-proxy", "app6"], fds=pipes, session=106)
     _fake_process(root, 105, 4242, ["ssh", "-W", "app5:22", "bastion"])
+    # A service running as pid 1 (a container) that holds its proxy's pipes,
+    # and a proxy whose owner died, re-parented to a subreaper (not pid 1).
+    (root / "1" / "fd" / "3").symlink_to("pipe:[31]")
+    (root / "1" / "fd" / "4").symlink_to("pipe:[32]")
+    _fake_process(root, 107, 1, ["ssh", "-W", "app7:22", "bastion"],
+                  fds={0: "pipe:[31]", 1: "pipe:[32]", 2: "pipe:[33]"})  # fmt: skip
+    _fake_process(root, 300, 1, ["python3", "reaper.py"], fds={3: "socket:[7]"},
+                  exe="/usr/bin/python3.11")  # fmt: skip
+    _fake_process(root, 108, 300, ["ssh", "-W", "app8:22", "bastion"],
+                  fds={0: "pipe:[41]", 1: "pipe:[42]", 2: "pipe:[43]"})  # fmt: skip
     # Bystanders: an interactive ssh, a piped child of a non-Python parent.
     _fake_process(root, 200, 1, ["ssh", "web1"], fds={0: "/dev/pts/0"})
     _fake_process(root, 201, 1, ["bash"], fds={3: "pipe:[21]"}, exe="/bin/bash")
@@ -280,14 +290,20 @@ def fake_proc(tmp_path: Path) -> Path:
 
 def test_ps_finds_proxies_and_their_states(fake_proc: Path) -> None:
     found = {p.pid: p for p in ps.find_proxies(str(fake_proc))}
-    assert sorted(found) == [100, 101, 102, 103, 104, 105, 106]
+    assert sorted(found) == [100, 101, 102, 103, 104, 105, 106, 107, 108]
     assert found[100].state == "running" and found[100].kind == "ssh -W"
-    assert found[101].state == "orphaned"  # parent is init
+    assert "its parent 50 (python3) holds its pipes" in found[100].owner
+    # No pipes to compare: its parent being init proves nothing.
+    assert found[101].state == "unknown"
     assert found[102].state == "zombie" and found[102].command == "[ssh]"
     assert found[103].state == "orphaned" and found[103].kind == "proxy tool on pipes"
     assert found[104].kind == "piped child of python"
     assert found[106].kind == "proxyfix child"  # leads its own session
     assert found[105].state == "orphaned"  # parent gone
+    assert found[105].owner == "its parent 4242 is gone"
+    assert found[107].state == "running" and found[107].ppid == 1
+    assert found[108].state == "orphaned" and found[108].ppid == 300
+    assert "re-parented to 300 (python3)" in found[108].owner
     assert found[100].age_seconds == pytest.approx(1000, abs=0.1)
     assert found[100].ppid == 50
     matched = ps.find_proxies(str(fake_proc), match=[r"^sort$"])
@@ -305,12 +321,16 @@ def test_ps_cli_lists_filters_and_prints_json(fake_proc: Path) -> None:
     orphans = json.loads(
         cli("ps", "--proc", str(fake_proc), "--orphans", "--json").stdout
     )
-    assert sorted(p["pid"] for p in orphans) == [101, 103, 105]
+    assert sorted(p["pid"] for p in orphans) == [103, 105, 108]
     assert {p["state"] for p in orphans} == {"orphaned"}
 
 
 def _orphan_ssh_w(ignore_term: bool) -> int:
-    """A real orphan whose command line is ``ssh ... -W host:22``."""
+    """A real orphan whose command line is ``ssh ... -W host:22``, on pipes.
+
+    Its owner exits at once, so it is re-parented, and its new parent holds
+    none of its pipes.
+    """
     body = "import signal, time\n"
     if ignore_term:
         body += "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
@@ -319,8 +339,8 @@ def _orphan_ssh_w(ignore_term: bool) -> int:
         "import subprocess, sys\n"
         f"p = subprocess.Popen(['ssh', '-c', {body!r}, '-W', 'app:22'],"
         " executable=sys.executable, start_new_session=True,"
-        " stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,"
-        " stderr=subprocess.DEVNULL)\n"
+        " stdin=subprocess.PIPE, stdout=subprocess.PIPE,"
+        " stderr=subprocess.PIPE)\n"
         "print(p.pid)\n"
     )
     done = subprocess.run(
@@ -349,11 +369,13 @@ def _proc_with_only(tmp_path: Path, pids: list[int]) -> Path:
 def test_ps_kill_orphans_asks_then_terms_then_kills(tmp_path: Path) -> None:
     polite, stubborn = _orphan_ssh_w(False), _orphan_ssh_w(True)
     try:
-        root = _proc_with_only(tmp_path, [polite, stubborn])
+        # Their new parents (init or a subreaper) are shown too: the verdict
+        # comes from what those hold, not from their being gone.
+        parents = {capped.parent_pid(polite), capped.parent_pid(stubborn)}
+        root = _proc_with_only(tmp_path, [polite, stubborn, *(parents - {None})])
         listed = json.loads(cli("ps", "--proc", str(root), "--json").stdout)
         states = {p["pid"]: p["state"] for p in listed}
-        if set(states.values()) != {"orphaned"}:
-            pytest.fail(f"orphans were re-parented to a live subreaper: {states}")
+        assert states == {polite: "orphaned", stubborn: "orphaned"}, listed
         # No stdin: the question is answered "no" and nothing is touched.
         asked = cli("ps", "--proc", str(root), "--kill-orphans")
         assert asked.returncode == 1

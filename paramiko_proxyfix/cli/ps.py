@@ -1,4 +1,4 @@
-"""``ps``: the proxy processes on this host, read from /proc.
+"""``ps``: the proxy processes on this host, read from /proc, and ``--kill-orphans``.
 
 What counts as a proxy (no process says "I am a ProxyCommand", so these are
 heuristics, kept narrow enough to be safe for ``--kill-orphans``):
@@ -15,17 +15,30 @@ heuristics, kept narrow enough to be safe for ``--kill-orphans``):
   orphan;
 - anything matching a ``--match`` pattern.
 
-A proxy is *orphaned* when its parent is init (pid 1) or gone, and a
-*zombie* when it has exited but nobody reaped it.
+A proxy is *orphaned* when its owner is gone, which is read from its parent,
+never from the parent's pid: a ProxyCommand's owner holds the other ends of
+the proxy's stdin and stdout pipes, and when the owner dies the kernel hands
+the proxy to init or to the nearest subreaper (systemd user managers, tini),
+which holds none of them. So: the parent is gone, or the parent holds none of
+the pipes (or sockets) on the proxy's stdin and stdout. A service running as
+pid 1 (a container, ``unshare --pid``) owns its proxies like any parent. When
+that cannot be read (stdin and stdout are not pipes, or the parent's
+descriptors are not readable), the state is *unknown*, never *orphaned*.
+A *zombie* has exited but nobody reaped it.
+
+``kill`` signals a process only through a pidfd opened while its start time
+still matched the listing, so a pid reused in between is never signalled.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import select
 import signal
 import time
 from dataclasses import asdict, dataclass
+from typing import Callable, NamedTuple
 
 __all__ = ["ProcUnavailable", "Proxy", "as_json", "find_proxies", "kill", "render"]
 
@@ -37,74 +50,123 @@ class ProcUnavailable(Exception):
     """There is no usable /proc here (not Linux, or not mounted)."""
 
 
+# -- /proc access: every read of the proc tree goes through these -----------------
+
+
+class Stat(NamedTuple):
+    state: str  # one letter: R, S, Z...
+    ppid: int
+    session: int
+    start: int  # start time in clock ticks after boot
+
+
+def read_uptime(root: str) -> float:
+    try:
+        with open(os.path.join(root, "uptime")) as f:
+            return float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        raise ProcUnavailable(
+            f"{root} is not a readable proc filesystem (ps needs Linux's /proc)"
+        ) from None
+
+
+def list_pids(root: str) -> list[int]:
+    return sorted(int(n) for n in os.listdir(root) if n.isdigit())
+
+
+def read_stat(root: str, pid: int) -> Stat | None:
+    """The process's stat line, or None if it is gone."""
+    try:
+        with open(os.path.join(root, str(pid), "stat"), "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    # The command name may contain spaces and parentheses.
+    fields = raw[raw.rfind(b")") + 2 :].split()
+    try:
+        return Stat(fields[0].decode(), int(fields[1]), int(fields[3]), int(fields[19]))
+    except (IndexError, ValueError):
+        return None
+
+
+def read_argv(root: str, pid: int) -> list[str]:
+    try:
+        with open(os.path.join(root, str(pid), "cmdline"), "rb") as f:
+            raw = f.read()
+    except OSError:
+        return []
+    return [a.decode(errors="replace") for a in raw.rstrip(b"\0").split(b"\0") if a]
+
+
+def read_comm(root: str, pid: int) -> str:
+    try:
+        with open(os.path.join(root, str(pid), "comm")) as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
+def read_exe(root: str, pid: int) -> str:
+    try:
+        return os.readlink(os.path.join(root, str(pid), "exe"))
+    except OSError:
+        return ""
+
+
+def read_fd(root: str, pid: int, fd: int) -> str:
+    """What descriptor ``fd`` is (``pipe:[INODE]``...), "" if unreadable."""
+    try:
+        return os.readlink(os.path.join(root, str(pid), "fd", str(fd)))
+    except OSError:
+        return ""
+
+
+def read_fds(root: str, pid: int) -> set[str] | None:
+    """What all the process's descriptors are; None if they cannot be read."""
+    path = os.path.join(root, str(pid), "fd")
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return None
+    return {read_fd(root, pid, int(n)) for n in names if n.isdigit()}
+
+
+def proc_is_ours(root: str, pid: int) -> bool:
+    """Whether ``root``'s entry for ``pid`` is the process this process calls pid.
+
+    Checked before signalling: a proc tree of another pid namespace (a host's
+    /proc mounted in a container) numbers other processes.
+    """
+    try:
+        if os.readlink("/proc/self") != str(os.getpid()):
+            return False  # our /proc belongs to another pid namespace
+        theirs, ours = os.stat(os.path.join(root, str(pid))), os.stat(f"/proc/{pid}")
+    except OSError:
+        return False
+    return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
+
+
+# -- what is a proxy, and who owns it ---------------------------------------------
+
+
 @dataclass
 class Proxy:
     pid: int
     ppid: int
     age_seconds: float
-    state: str  # running | zombie | orphaned
+    state: str  # running | zombie | orphaned | unknown
     kind: str  # why it counts as a proxy
     command: str
     start_ticks: int  # to tell this process from a later one with its pid
+    owner: str  # how the state was decided
 
 
-class _Proc:
-    """Readers for one /proc tree (injectable, e.g. a host's /proc mounted
-    in a container, or a fake tree in tests)."""
-
-    def __init__(self, root: str) -> None:
-        self.root = root
-        try:
-            with open(os.path.join(root, "uptime")) as f:
-                self.uptime = float(f.read().split()[0])
-        except (OSError, ValueError, IndexError):
-            raise ProcUnavailable(
-                f"{root} is not a readable proc filesystem (ps needs Linux's /proc)"
-            ) from None
-
-    def pids(self) -> list[int]:
-        return sorted(int(n) for n in os.listdir(self.root) if n.isdigit())
-
-    def stat(self, pid: int) -> tuple[str, int, int, int] | None:
-        """(state letter, ppid, start time in clock ticks, session), or None."""
-        try:
-            with open(os.path.join(self.root, str(pid), "stat"), "rb") as f:
-                raw = f.read()
-        except OSError:
-            return None
-        # The command name may contain spaces and parentheses.
-        fields = raw[raw.rfind(b")") + 2 :].split()
-        return fields[0].decode(), int(fields[1]), int(fields[19]), int(fields[3])
-
-    def argv(self, pid: int) -> list[str]:
-        try:
-            with open(os.path.join(self.root, str(pid), "cmdline"), "rb") as f:
-                raw = f.read()
-        except OSError:
-            return []
-        return [a.decode(errors="replace") for a in raw.rstrip(b"\0").split(b"\0") if a]
-
-    def fd(self, pid: int, fd: int) -> str:
-        try:
-            return os.readlink(os.path.join(self.root, str(pid), "fd", str(fd)))
-        except OSError:
-            return ""
-
-    def fd_targets(self, pid: int) -> set[str]:
-        path = os.path.join(self.root, str(pid), "fd")
-        try:
-            names = os.listdir(path)
-        except OSError:
-            return set()
-        return {self.fd(pid, int(n)) for n in names if n.isdigit()}
-
-    def is_python(self, pid: int) -> bool:
-        try:
-            exe = os.readlink(os.path.join(self.root, str(pid), "exe"))
-        except OSError:
-            argv = self.argv(pid)
-            exe = argv[0] if argv else ""
-        return os.path.basename(exe).startswith("python")
+def _is_python(root: str, pid: int) -> bool:
+    exe = read_exe(root, pid)
+    if not exe:
+        argv = read_argv(root, pid)
+        exe = argv[0] if argv else ""
+    return os.path.basename(exe).startswith("python")
 
 
 def _is_ssh_w(argv: list[str]) -> bool:
@@ -113,13 +175,18 @@ def _is_ssh_w(argv: list[str]) -> bool:
     return any(a == "-W" or (a.startswith("-W") and len(a) > 2) for a in argv[1:])
 
 
+#: The descriptors of a process, read once per listing: a worker with
+#: thousands of descriptors may be the parent of many proxies.
+Held = Callable[[int], "set[str] | None"]
+
+
 def _kind(
-    proc: _Proc,
+    root: str,
     pid: int,
-    ppid: int,
-    session: int,
+    stat: Stat,
     argv: list[str],
     patterns: list[re.Pattern[str]],
+    held_by: Held,
 ) -> str | None:
     """Why this process counts as a proxy, or None."""
     if _is_ssh_w(argv):
@@ -127,72 +194,180 @@ def _kind(
     command = " ".join(argv)
     if any(p.search(command) for p in patterns):
         return "--match"
-    stdio = [proc.fd(pid, n) for n in (0, 1, 2)]
+    stdio = [read_fd(root, pid, n) for n in (0, 1, 2)]
     piped = [t.startswith("pipe:") for t in stdio]
     if argv and os.path.basename(argv[0]) in _TOOLS and all(piped[:2]):
         return "proxy tool on pipes"
-    if all(piped) and proc.is_python(ppid) and set(stdio) <= proc.fd_targets(ppid):
-        return "proxyfix child" if session == pid else "piped child of python"
+    if all(piped) and _is_python(root, stat.ppid):
+        held = held_by(stat.ppid)
+        if held is not None and set(stdio) <= held:
+            return "proxyfix child" if stat.session == pid else "piped child of python"
     return None
+
+
+def _zombie_kind(root: str, pid: int, ppid: int) -> str | None:
+    """A zombie ``ssh`` under a Python process: an unreaped ProxyCommand."""
+    if read_comm(root, pid) == "ssh" and _is_python(root, ppid):
+        return "ssh (exited)"
+    return None
+
+
+def _channel(target: str) -> bool:
+    """A descriptor that names one pipe or socket (``/dev/null`` names many)."""
+    return target.startswith(("pipe:[", "socket:["))
+
+
+def ownership(root: str, pid: int, ppid: int, held_by: Held) -> tuple[str, str]:
+    """(state, why) of a live proxy: running, orphaned or unknown."""
+    if ppid == 0:
+        return "unknown", "its parent is outside this pid namespace"
+    if read_stat(root, ppid) is None:
+        return "orphaned", f"its parent {ppid} is gone"
+    name = f"{ppid} ({read_comm(root, ppid)})"
+    ends = {t for t in (read_fd(root, pid, 0), read_fd(root, pid, 1)) if _channel(t)}
+    if not ends:
+        return "unknown", "stdin and stdout are not pipes: cannot tell its owner"
+    held = held_by(ppid)
+    if held is None:
+        return "unknown", f"cannot read the descriptors of its parent {name}"
+    if ends & held:
+        return "running", f"its parent {name} holds its pipes"
+    # The owner died and the kernel handed the proxy to init or a subreaper.
+    return "orphaned", f"re-parented to {name}, which holds none of its pipes"
 
 
 def find_proxies(root: str = "/proc", match: list[str] | None = None) -> list[Proxy]:
     """Every proxy process visible in ``root``; raises ProcUnavailable."""
-    proc = _Proc(root)
+    uptime = read_uptime(root)
     patterns = [re.compile(m) for m in match or []]
     me = os.getpid()
     found = []
-    for pid in proc.pids():
-        stat = proc.stat(pid)
+    fds: dict[int, set[str] | None] = {}
+
+    def held_by(pid: int) -> set[str] | None:
+        if pid not in fds:
+            fds[pid] = read_fds(root, pid)
+        return fds[pid]
+
+    for pid in list_pids(root):
+        stat = read_stat(root, pid)
         if stat is None or pid == me:
             continue
-        letter, ppid, start, session = stat
-        argv = proc.argv(pid)
-        kind = _kind(proc, pid, ppid, session, argv, patterns)
-        if kind is None and letter == "Z":
+        argv = read_argv(root, pid)
+        kind = _kind(root, pid, stat, argv, patterns, held_by)
+        if kind is None and stat.state == "Z":
             # A zombie has no command line left; its parent tells us more.
-            kind = _zombie_kind(proc, pid, ppid)
+            kind = _zombie_kind(root, pid, stat.ppid)
         if kind is None:
             continue
-        if letter == "Z":
-            state = "zombie"
-        elif ppid <= 1 or proc.stat(ppid) is None:
-            state = "orphaned"
+        if stat.state == "Z":
+            state, why = "zombie", f"exited; its parent {stat.ppid} has not reaped it"
         else:
-            state = "running"
+            state, why = ownership(root, pid, stat.ppid, held_by)
         found.append(
             Proxy(
                 pid=pid,
-                ppid=ppid,
-                age_seconds=max(0.0, proc.uptime - start / _TICKS),
+                ppid=stat.ppid,
+                age_seconds=max(0.0, uptime - stat.start / _TICKS),
                 state=state,
                 kind=kind,
-                command=" ".join(argv) or _comm(root, pid),
-                start_ticks=start,
+                command=" ".join(argv) or f"[{read_comm(root, pid)}]",
+                start_ticks=stat.start,
+                owner=why,
             )
         )
     return found
 
 
-def _comm(root: str, pid: int) -> str:
-    try:
-        with open(os.path.join(root, str(pid), "comm")) as f:
-            return f"[{f.read().strip()}]"
-    except OSError:
-        return "[?]"
+# -- killing ----------------------------------------------------------------------
+
+_pidfd_open = getattr(os, "pidfd_open", None)
+_pidfd_send_signal = getattr(signal, "pidfd_send_signal", None)
 
 
-def _zombie_kind(proc: _Proc, pid: int, ppid: int) -> str | None:
-    """A zombie ``ssh`` under a Python process: an unreaped ProxyCommand."""
-    if _comm(proc.root, pid) == "[ssh]" and proc.is_python(ppid):
-        return "ssh (exited)"
-    return None
+class _Pinned:
+    """One listed process, held so that no other process can be signalled.
+
+    With a pidfd (Linux 5.3+), the kernel guarantees it; without one, the
+    start time is read again right before each signal.
+    """
+
+    def __init__(self, listed: Proxy, pidfd: int | None) -> None:
+        self.listed = listed
+        self.pid = listed.pid
+        self.pidfd = pidfd
+
+    def same(self) -> bool:
+        """Still the listed process, and not exited."""
+        stat = read_stat("/proc", self.pid)
+        return (
+            stat is not None
+            and stat.start == self.listed.start_ticks
+            and stat.state != "Z"
+        )
+
+    def send(self, sig: int) -> str | None:
+        """None once sent, else why not."""
+        try:
+            if self.pidfd is not None and _pidfd_send_signal is not None:
+                _pidfd_send_signal(self.pidfd, sig)
+            elif self.same():
+                os.kill(self.pid, sig)
+            else:
+                return "already gone"
+        except ProcessLookupError:
+            return "already gone"
+        except PermissionError:
+            return "not permitted"
+        return None
+
+    def close(self) -> None:
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
 
 
-def _still_same(root: str, p: Proxy) -> bool:
-    """Whether p.pid is still the process we listed, not a reuse of its pid."""
-    stat = _Proc(root).stat(p.pid)
-    return stat is not None and stat[2] == p.start_ticks and stat[0] != "Z"
+def _pin(root: str, p: Proxy) -> _Pinned | str:
+    """The listed process, pinned, or why it cannot be signalled."""
+    if not proc_is_ours(root, p.pid):
+        if read_stat(root, p.pid) is None:
+            return "already gone"
+        return f"refused: {root} is not this pid namespace's /proc"
+    pidfd: int | None = None
+    if _pidfd_open is not None and _pidfd_send_signal is not None:
+        try:
+            pidfd = _pidfd_open(p.pid)
+        except ProcessLookupError:
+            return "already gone"
+        except OSError:
+            pidfd = None  # no pidfd here (old kernel, seccomp): re-check instead
+    pinned = _Pinned(p, pidfd)
+    # Opened first, checked second: if the start time still matches, the
+    # pidfd was opened on the listed process, not on a later one with its pid.
+    if not pinned.same():
+        pinned.close()
+        return "already gone"
+    return pinned
+
+
+def _exited(pinned: list[_Pinned], timeout: float) -> set[int]:
+    """Wait up to ``timeout`` s; the pids of those that exited."""
+    gone: set[int] = set()
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [t for t in pinned if t.pid not in gone]
+        by_fd = {t.pidfd: t for t in left if t.pidfd is not None}
+        # A pidfd turns readable when its process exits.
+        if by_fd:
+            poller = select.poll()
+            for fd in by_fd:
+                poller.register(fd, select.POLLIN)
+            gone.update(by_fd[fd].pid for fd, _ in poller.poll(0))
+        gone.update(t.pid for t in left if t.pidfd is None and not t.same())
+        now = time.monotonic()
+        if len(gone) == len(pinned) or now >= deadline:
+            return gone
+        time.sleep(min(0.05, deadline - now))
 
 
 def kill(
@@ -200,33 +375,33 @@ def kill(
 ) -> dict[int, str]:
     """SIGTERM each, SIGKILL those still there after ``grace`` s; pid -> outcome."""
     outcome: dict[int, str] = {}
-    pending = []
-    for p in victims:
-        if not _still_same(root, p):
-            outcome[p.pid] = "already gone"
-            continue
-        try:
-            os.kill(p.pid, signal.SIGTERM)
-            pending.append(p)
-        except ProcessLookupError:
-            outcome[p.pid] = "already gone"
-        except PermissionError:
-            outcome[p.pid] = "not permitted"
-    deadline = time.monotonic() + grace
-    while pending and time.monotonic() < deadline:
-        time.sleep(0.05)
-        pending = [p for p in pending if _still_same(root, p)]
-    for p in victims:
-        outcome.setdefault(p.pid, "terminated (SIGTERM)")
-    for p in pending:
-        try:
-            os.kill(p.pid, signal.SIGKILL)
-            outcome[p.pid] = "killed (SIGKILL)"
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            outcome[p.pid] = "not permitted"
+    signalled: list[_Pinned] = []
+    try:
+        for p in victims:
+            pinned = _pin(root, p)
+            if isinstance(pinned, str):
+                outcome[p.pid] = pinned
+                continue
+            why = pinned.send(signal.SIGTERM)
+            if why is None:
+                signalled.append(pinned)
+            else:
+                outcome[p.pid] = why
+                pinned.close()
+        gone = _exited(signalled, grace)
+        for t in signalled:
+            outcome[t.pid] = "terminated (SIGTERM)"
+            if t.pid not in gone:
+                why = t.send(signal.SIGKILL)
+                if why != "already gone":
+                    outcome[t.pid] = why or "killed (SIGKILL)"
+    finally:
+        for t in signalled:
+            t.close()
     return outcome
+
+
+# -- output -----------------------------------------------------------------------
 
 
 def _age(seconds: float) -> str:
