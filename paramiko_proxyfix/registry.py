@@ -77,15 +77,14 @@ def discard(proxy: ProxyProcess) -> None:
         if proxy not in _live:
             return
         _live.discard(proxy)
-        _counters["closed"] += 1
         code = proxy.returncode
         if proxy.ended_before_close:
-            key = (
-                "ended_by_signal" if code is not None and code < 0 else "ended_by_exit"
-            )
-            _counters[key] += 1
-        elif proxy.killed:
-            _counters["killed_after_timeout"] += 1
+            signalled = code is not None and code < 0
+            _counters["ended_by_signal" if signalled else "ended_by_exit"] += 1
+        else:
+            _counters["closed"] += 1  # by us, while it ran
+            if proxy.killed:
+                _counters["killed_after_timeout"] += 1
     _changed()
 
 
@@ -108,11 +107,11 @@ def has_live() -> bool:
 
 
 def stats() -> dict[str, int]:
-    """Counters of this process since it started (or was forked)."""
+    """Counters of this process since it started (or was forked): proxies
+    started, closed by us while running, ended on their own (by an exit
+    status or a signal), and killed because they outlived the close timeout."""
     with _lock:
-        out = dict(_counters)
-    out["live"] = len(live())
-    return out
+        return dict(_counters)
 
 
 def proxies() -> list[dict[str, Any]]:

@@ -38,7 +38,9 @@ import select
 import signal
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable, NamedTuple
+from typing import Callable
+
+from .. import procfs
 
 __all__ = ["ProcUnavailable", "Proxy", "as_json", "find_proxies", "kill", "render"]
 
@@ -53,13 +55,6 @@ class ProcUnavailable(Exception):
 # -- /proc access: every read of the proc tree goes through these -----------------
 
 
-class Stat(NamedTuple):
-    state: str  # one letter: R, S, Z...
-    ppid: int
-    session: int
-    start: int  # start time in clock ticks after boot
-
-
 def read_uptime(root: str) -> float:
     try:
         with open(os.path.join(root, "uptime")) as f:
@@ -71,22 +66,12 @@ def read_uptime(root: str) -> float:
 
 
 def list_pids(root: str) -> list[int]:
-    return sorted(int(n) for n in os.listdir(root) if n.isdigit())
+    return sorted(procfs.pids(root))
 
 
-def read_stat(root: str, pid: int) -> Stat | None:
-    """The process's stat line, or None if it is gone."""
-    try:
-        with open(os.path.join(root, str(pid), "stat"), "rb") as f:
-            raw = f.read()
-    except OSError:
-        return None
-    # The command name may contain spaces and parentheses.
-    fields = raw[raw.rfind(b")") + 2 :].split()
-    try:
-        return Stat(fields[0].decode(), int(fields[1]), int(fields[3]), int(fields[19]))
-    except (IndexError, ValueError):
-        return None
+def read_stat(root: str, pid: int) -> procfs.ProcStat | None:
+    """The process's stat fields, or None if it is gone."""
+    return procfs.stat(pid, root)
 
 
 def read_argv(root: str, pid: int) -> list[str]:
@@ -183,7 +168,7 @@ Held = Callable[[int], "set[str] | None"]
 def _kind(
     root: str,
     pid: int,
-    stat: Stat,
+    stat: procfs.ProcStat,
     argv: list[str],
     patterns: list[re.Pattern[str]],
     held_by: Held,
@@ -268,11 +253,11 @@ def find_proxies(root: str = "/proc", match: list[str] | None = None) -> list[Pr
             Proxy(
                 pid=pid,
                 ppid=stat.ppid,
-                age_seconds=max(0.0, uptime - stat.start / _TICKS),
+                age_seconds=max(0.0, uptime - stat.start_ticks / _TICKS),
                 state=state,
                 kind=kind,
                 command=" ".join(argv) or f"[{read_comm(root, pid)}]",
-                start_ticks=stat.start,
+                start_ticks=stat.start_ticks,
                 owner=why,
             )
         )
@@ -302,7 +287,7 @@ class _Pinned:
         stat = read_stat("/proc", self.pid)
         return (
             stat is not None
-            and stat.start == self.listed.start_ticks
+            and stat.start_ticks == self.listed.start_ticks
             and stat.state != "Z"
         )
 
