@@ -22,9 +22,9 @@ def scenario() -> None:
     import tempfile
     from pathlib import Path
 
-    import paramiko_proxyfix  # noqa: F401  -- the fix, as a user's app does
     from netmiko import ConnectHandler
 
+    import paramiko_proxyfix  # noqa: F401  -- the fix, as a user's app does
     from tests.clients import support
 
     env = os.environ

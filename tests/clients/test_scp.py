@@ -22,9 +22,9 @@ def scenario() -> None:
     from pathlib import Path
 
     import paramiko
-    import paramiko_proxyfix  # noqa: F401  -- the fix, as a user's app does
     from scp import SCPClient
 
+    import paramiko_proxyfix  # noqa: F401  -- the fix, as a user's app does
     from tests.celery_app.support import ssh_client
     from tests.clients import support
 

@@ -24,9 +24,9 @@ def scenario() -> None:
     import socket
 
     import paramiko
-    import paramiko_proxyfix  # noqa: F401  -- the fix, as a user's app does
     from sshtunnel import SSHTunnelForwarder
 
+    import paramiko_proxyfix  # noqa: F401  -- the fix, as a user's app does
     from tests.clients import support
     from tests.support.echo import EchoServer
 
@@ -119,6 +119,5 @@ def test_restart_with_the_spent_proxy_fails_as_sshtunnel_reports_it(
     """
     assert report["restart_took"] < 5.0, report
     assert report["restart"] == (
-        "error: BaseSSHTunnelForwarderError: "
-        "Could not establish session to SSH gateway"
+        "error: BaseSSHTunnelForwarderError: Could not establish session to SSH gateway"
     ), report
