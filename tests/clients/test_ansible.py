@@ -180,5 +180,7 @@ def test_task_fails_at_once_when_the_proxy_dies(sftp_sshd: Sshd, via: str) -> No
     # the next command of the task (removing its temporary directory) finds
     # the transport gone: ansible's verdict for a lost connection
     assert "127.0.0.1 | UNREACHABLE!" in data["out"], data
-    assert data["worker_cpu"] < 0.05, data
+    # The worker's own failure handling costs ~0.02 s of CPU before it exits;
+    # upstream's spin takes a core (0.2 of one on a machine loaded 4x).
+    assert data["worker_cpu"] < 0.1, data
     assert data["proxies_left"] == 0, data
