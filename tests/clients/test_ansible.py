@@ -183,4 +183,6 @@ def test_task_fails_at_once_when_the_proxy_dies(sftp_sshd: Sshd, via: str) -> No
     # The worker's own failure handling costs ~0.02 s of CPU before it exits;
     # upstream's spin takes a core (0.2 of one on a machine loaded 4x).
     assert data["worker_cpu"] < 0.1, data
+    # it ends at once, not at the plugin's next 5 s keepalive as upstream does
+    assert data["worker_took"] is not None, data
     assert data["proxies_left"] == 0, data
