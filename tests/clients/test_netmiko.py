@@ -22,7 +22,7 @@ def scenario() -> None:
     import tempfile
     from pathlib import Path
 
-    from netmiko import ConnectHandler
+    from netmiko import BaseConnection, ConnectHandler
 
     import paramiko_proxyfix  # noqa: F401  -- the fix, as a user's app does
     from tests.clients import support
@@ -37,7 +37,7 @@ def scenario() -> None:
         f"    ProxyCommand {env['PFX_GATEWAY']}\n"
     )
 
-    def connect() -> ConnectHandler:
+    def connect() -> BaseConnection:
         return ConnectHandler(
             device_type="linux",
             host="target",
