@@ -22,6 +22,11 @@ try:
 except ImportError:
     _have_fabric1 = False
 collect_ignore = [] if _have_fabric1 else ["test_fabric1.py"]
+# The client libraries (netmiko, sshtunnel, scp, ansible-core) are installed
+# by the `clients` tox env only, which tests/run also runs.
+_CLIENTS = ("netmiko", "sshtunnel", "scp", "ansible")
+if not all(importlib.util.find_spec(name) for name in _CLIENTS):
+    collect_ignore.append("clients")
 
 
 @pytest.fixture(scope="session")

@@ -67,12 +67,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="REGEX",
         help="also count processes whose command line matches (repeatable)",
     )
-    ps.add_argument(
-        "--proc",
-        default="/proc",
-        metavar="DIR",
-        help="the proc filesystem to read (default: /proc)",
-    )
+    ps.add_argument("--proc", default="/proc", metavar="DIR", help="/proc to read")
     ps.add_argument("--json", action="store_true", help="print JSON")
     sub.add_parser(
         "run",
