@@ -93,9 +93,9 @@ def test_failing_proxy_fails_connect_with_its_own_words(sshd: Sshd) -> None:
     assert "exited with status 255" in data["error"], data
     assert "Connection refused" in data["error"] or "open failed" in data["error"], data
     print(f"the failing proxy failed connect after {data['took']:.3f} s")
-    # 0.43 s with two CPU hogs per core; 10x that, and under the 10 s banner
-    # timeout of this connect
-    assert data["took"] < 5, data
+    # 0.43-0.68 s with two CPU hogs per core; 10x that, and still under the
+    # 10 s banner timeout of this connect: it ends on the proxy's exit
+    assert data["took"] < 8, data
     result, data = scenario(
         sshd, "failing_proxy", fixed=False, SCN_PROXY=refused, SCN_BANNER_TIMEOUT="4"
     )
