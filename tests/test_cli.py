@@ -83,7 +83,7 @@ def test_bad_input_is_a_message_and_non_zero(args: list[str], words: str) -> Non
 # -- demo ---------------------------------------------------------------------------
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(150)
 def test_demo_shows_the_incident_without_and_with_the_fix() -> None:
     # The demo reports the unfixed child's CPU share over one second; a spin
     # gets less than a core on a busy machine, so a busy loop runs meanwhile
@@ -91,7 +91,7 @@ def test_demo_shows_the_incident_without_and_with_the_fix() -> None:
     # that second as a test outside the demo can get).
     with capped.BusyLoop() as ref:
         r0, start = ref.cpu_seconds(), time.monotonic()
-        done = cli("demo", "--json", timeout=80)
+        done = cli("demo", "--json", timeout=130)  # 12.5 s under load: 10x
         wall = time.monotonic() - start
         reference = (ref.cpu_seconds() - r0) / wall
     print(f"demo took {wall:.1f} s; a busy loop got {reference:.2f} of a core")

@@ -25,12 +25,17 @@ CONNECTIONS = {}  # as a worker keeps them: never closed between tasks
 def connection():
     return CONNECTIONS.setdefault("target", fabric_connection())
 
+TOOK = []  # seconds per command, for the report
+
 def run(command):
+    t0 = time.monotonic()
     try:
         # ~0.1 s each (a reconnect ~0.5 s): 30 s is headroom for a busy machine
         return connection().run(command, hide=True, timeout=30).stdout.strip()
     except Exception as exc:
         return f"error: {type(exc).__name__}: {exc}"[:200]
+    finally:
+        TOOK.append(round(time.monotonic() - t0, 3))
 
 first = run("echo first")
 old = connection().transport.sock.process.pid
@@ -43,6 +48,7 @@ new = connection().transport.sock.process.pid
 report = {
     "installed": paramiko_proxyfix.is_installed(),
     "first": first, "cpu": busy, "active_after_kill": active, "after": after,
+    "took": TOOK,
     "reconnected": new != old, "old_state": capped.proc_state(old),
 }
 connection().close()

@@ -45,7 +45,10 @@ env.abort_exception = RuntimeError
 env.timeout = 10
 env.connection_attempts = 1
 
+TOOK = []  # seconds per command, for the report
+
 def do(command):
+    t0 = time.monotonic()
     try:
         with hide("everything"):
             # ~0.1 s each (a reconnect ~0.5 s): 30 s is headroom for a busy
@@ -53,6 +56,8 @@ def do(command):
             return run(command, pty=False, shell=False, timeout=30).strip()
     except BaseException as exc:
         return f"error: {type(exc).__name__}: {exc}"[:200]
+    finally:
+        TOOK.append(round(time.monotonic() - t0, 3))
 
 def proxy():
     return connections[env.host_string].get_transport().sock
@@ -83,7 +88,7 @@ time.sleep(0.2)
 print(json.dumps({
     "installed": paramiko_proxyfix.is_installed(),
     "paramiko": paramiko.__version__,
-    "first": first, "cpu": busy, "after": after,
+    "first": first, "cpu": busy, "after": after, "took": TOOK,
     "reconnected": new is not old,
     "zombies": capped.count_zombie_children(),
     "open_pipes": open_pipes(names),

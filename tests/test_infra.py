@@ -321,6 +321,31 @@ def test_cpu_share_zombies_and_fds() -> None:
     os.close(w)
 
 
+def test_busy_loop_reference_ends_with_its_parent() -> None:
+    """A test killed by its cap must not leave the CPU-hungry reference behind."""
+    code = (
+        "import time\n"
+        "from tests.support import capped\n"
+        "with capped.BusyLoop() as ref:\n"
+        "    print(ref.proc.pid, flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(capped.REPO_ROOT)},
+    )
+    assert parent.stdout is not None
+    try:
+        ref = int(parent.stdout.readline())
+        assert capped.proc_state(ref) not in (None, "Z")
+    finally:
+        parent.kill()
+        parent.wait()
+        parent.stdout.close()
+    assert capped.wait_gone([ref], 10) == []  # it checks every few ms
+
+
 def test_stray_processes_sees_orphans() -> None:
     proc = subprocess.Popen(
         ["sh", "-c", "sleep 600 </dev/null >/dev/null 2>&1 & echo $!"],

@@ -23,7 +23,8 @@ import pytest
 from tests.support import capped, upstream_method
 from tests.support.sshd import Sshd, free_port
 
-pytestmark = pytest.mark.timeout(120)
+# The cycle tests take ~30 s with two CPU hogs per core: 10x that.
+pytestmark = pytest.mark.timeout(300)
 
 
 def scenario_env(sshd: Sshd) -> dict[str, str]:
@@ -31,7 +32,7 @@ def scenario_env(sshd: Sshd) -> dict[str, str]:
     return sshd.login_env("SCN_")
 
 
-def scenario(sshd: Sshd, name: str, fixed: bool, cap: float = 15, **env: str) -> Any:
+def scenario(sshd: Sshd, name: str, fixed: bool, cap: float = 30, **env: str) -> Any:
     full = {
         **scenario_env(sshd),
         "PARAMIKO_PROXYFIX_DISABLE": "" if fixed else "1",
@@ -80,7 +81,7 @@ def test_waiting_caller_returns_when_the_proxy_dies(sshd: Sshd, mode: str) -> No
     print(f"{mode}: caller returned after {data['took']} s")
     # ~0.01 s; 10x the 0.1 s target, against the 3 s the unfixed one waits
     assert data["took"] is not None and data["took"] < 1.0, data
-    result, data = scenario(sshd, "waiting_caller", fixed=False, cap=8, SCN_MODE=mode)
+    result, data = scenario(sshd, "waiting_caller", fixed=False, SCN_MODE=mode)
     assert data is not None and data["took"] is None, (result, data)
 
 
@@ -92,9 +93,9 @@ def test_failing_proxy_fails_connect_with_its_own_words(sshd: Sshd) -> None:
     assert "exited with status 255" in data["error"], data
     assert "Connection refused" in data["error"] or "open failed" in data["error"], data
     print(f"the failing proxy failed connect after {data['took']:.3f} s")
-    # 0.43 s with two CPU hogs per core; 10x that, and under the 10 s banner
-    # timeout of this connect
-    assert data["took"] < 5, data
+    # 0.43-0.68 s with two CPU hogs per core; 10x that, and still under the
+    # 10 s banner timeout of this connect: it ends on the proxy's exit
+    assert data["took"] < 8, data
     result, data = scenario(
         sshd, "failing_proxy", fixed=False, SCN_PROXY=refused, SCN_BANNER_TIMEOUT="4"
     )
@@ -115,7 +116,7 @@ def test_read_loop_ends_when_a_grandchild_holds_the_pipe(sshd: Sshd) -> None:
     assert data["detect"] is not None and data["detect"] < 1.0, data
     assert data["cpu"]["cpu"] < 0.05, data  # at rest (load does not raise it)
     result, data = scenario(
-        sshd, "grandchild_holds_pipe", fixed=False, cap=8, SCN_PROXY=command
+        sshd, "grandchild_holds_pipe", fixed=False, SCN_PROXY=command
     )
     # upstream's close() signals only the proxy: the holder outlives it
     capped.kill_pids(capped.proxy_processes("sleep 6001"))
@@ -198,8 +199,9 @@ print(json.dumps({"zombies": capped.count_zombie_children(),
     "installed": paramiko_proxyfix.is_installed()}))
 """
     env = scenario_env(sshd)
-    fixed = capped.run_capped(code, 60, {**env, "PARAMIKO_PROXYFIX_DISABLE": ""})
-    broken = capped.run_capped(code, 60, {**env, "PARAMIKO_PROXYFIX_DISABLE": "1"})
+    # ~12 s each with two CPU hogs per core: caps of 10x that
+    fixed = capped.run_capped(code, 120, {**env, "PARAMIKO_PROXYFIX_DISABLE": ""})
+    broken = capped.run_capped(code, 120, {**env, "PARAMIKO_PROXYFIX_DISABLE": "1"})
     fixed_data = json.loads(fixed.stdout.splitlines()[-1])
     broken_data = json.loads(broken.stdout.splitlines()[-1])
     print("fixed:", fixed_data, "upstream:", broken_data)

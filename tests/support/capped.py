@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import os
 import re
 import resource
@@ -279,9 +280,18 @@ def cpu_seconds(pid: int, tid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
-# A process that does nothing but burn CPU; it says when its loop starts, so
-# a window never includes its interpreter start-up.
-_BUSY_LOOP = "import os\nos.write(1, b'.')\nwhile True: pass\n"
+# A process that does nothing but burn CPU. It says when its loop starts, so
+# a window never includes its interpreter start-up, and it ends when its
+# parent does (checked every few milliseconds): a test killed by its cap must
+# not leave a CPU hog behind.
+_BUSY_LOOP = """
+import os, sys
+parent = int(sys.argv[1])
+os.write(1, b".")
+while os.getppid() == parent:
+    for _ in range(100_000):
+        pass
+"""
 
 
 class BusyLoop:
@@ -298,7 +308,7 @@ class BusyLoop:
 
     def __enter__(self) -> BusyLoop:
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", _BUSY_LOOP],
+            [sys.executable, "-c", _BUSY_LOOP, str(os.getpid())],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             start_new_session=True,
@@ -330,8 +340,12 @@ class CpuShare:
 
     @property
     def ratio(self) -> float:
-        """``cpu`` as a fraction of ``reference``: about 1 for a spin, ~0 at rest."""
-        return self.cpu / self.reference if self.reference > 0 else float("inf")
+        """``cpu`` as a fraction of ``reference``: about 1 for a spin, ~0 at rest.
+
+        NaN (every comparison false) if the reference got no CPU at all: then
+        the window says nothing either way.
+        """
+        return self.cpu / self.reference if self.reference > 0 else math.nan
 
     def report(self) -> dict[str, float]:
         """The figures as JSON-ready numbers, for a scenario's report line."""
