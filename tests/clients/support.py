@@ -47,8 +47,13 @@ def seconds_until(done: Callable[[], bool], cap: float = 3.0) -> float | None:
 
 
 def cpu_after_kill() -> float:
-    """This process's share of a core over the next CPU_WINDOW seconds."""
-    return capped.cpu_fraction(os.getpid(), CPU_WINDOW)
+    """This process's share of a core over the next CPU_WINDOW seconds.
+
+    Only ever compared with an upper bound: load can only lower it.
+    """
+    t0, c0 = time.monotonic(), capped.process_cpu_seconds()
+    time.sleep(CPU_WINDOW)
+    return (capped.process_cpu_seconds() - c0) / (time.monotonic() - t0)
 
 
 def timed(call: Callable[[], Any]) -> tuple[str, float]:
