@@ -277,7 +277,9 @@ def _sleeper() -> subprocess.Popen[bytes]:
 def _listed(pid: int, root: str = "/proc") -> ps.Proxy:
     stat = ps.read_stat(root, pid)
     assert stat is not None
-    return ps.Proxy(pid, stat.ppid, 0.0, "orphaned", "test", "sleep", stat.start_ticks, "")
+    return ps.Proxy(
+        pid, stat.ppid, 0.0, "orphaned", "test", "sleep", stat.start_ticks, ""
+    )
 
 
 @pytest.mark.timeout(30)
