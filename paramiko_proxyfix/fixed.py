@@ -29,6 +29,16 @@ UPSTREAM: dict[str, Callable[..., Any]] = {}
 _adopt_lock = threading.Lock()
 
 
+def _fresh_lock_in_child() -> None:
+    # Another parent thread may have held it at fork.
+    global _adopt_lock
+    _adopt_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fresh_lock_in_child)
+
+
 def proxy_process_of(proxy: Any) -> ProxyProcess | None:
     """The ProxyProcess of a ProxyCommand; adopts one started before install.
 

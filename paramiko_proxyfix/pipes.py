@@ -192,9 +192,11 @@ class ProxyPipes:
         self._rlock.acquire()
         self._rholder = threading.get_ident()
         try:
+            buf = self._rbuf
+            if self.closing and not buf:
+                return b""  # its descriptor may be closed, even reused
             if not self._out_nonblocking:
                 self._own_stdout()
-            buf = self._rbuf
             if not buf:
                 return self._read(size, timeout, ended)
             pos = self._rpos
@@ -324,14 +326,6 @@ class ProxyPipes:
         p.register(self.out, _POLLIN)
         return any(ev & getattr(select, "POLLHUP", 16) for _, ev in p.poll(0))
 
-    def take_buffer(self) -> bytes:
-        """Hand over the bytes read ahead (uninstall gives them to upstream)."""
-        with self._rlock:
-            rest = self._rbuf[self._rpos :]
-            self._rbuf = b""
-            self._rpos = 0
-            return rest
-
     # -- writing ----------------------------------------------------------
 
     def write(self, data: bytes, timeout: float | None) -> int:
@@ -343,6 +337,8 @@ class ProxyPipes:
         self._wlock.acquire()
         self._wholder = threading.get_ident()
         try:
+            if self.closing:
+                raise BrokenPipeError(32, "the proxy was closed")
             if not self._in_nonblocking:
                 self._own_stdin()
             deadline: float | None = None
@@ -523,13 +519,6 @@ class ProxyPipes:
         self._grown.clear()
         for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
             self._close_file(stream)
-
-    @property
-    def all_closed(self) -> bool:
-        return all(
-            s is None or s.closed
-            for s in (self.process.stdin, self.process.stdout, self.process.stderr)
-        )
 
     @staticmethod
     def _close_file(stream: Any) -> None:
