@@ -133,7 +133,10 @@ def test_a_subclass_with_its_own_io_is_left_alone(
         assert os.get_blocking(sock.process.stdout.fileno())
         assert paramiko_proxyfix.proxies() == []
     finally:
+        transport = client.get_transport()
         client.close()
+        if transport is not None:
+            transport.join(10)  # its thread calls upstream's close() last
         sock.process.kill()
         sock.process.wait(5)
 
