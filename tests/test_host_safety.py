@@ -178,7 +178,7 @@ HANDLER_CLOSE = textwrap.dedent(
     import paramiko
     import paramiko_proxyfix
 
-    HOW = sys.argv[1]
+    HOW, OP = sys.argv[1:3]
     out = {}
     p = paramiko.ProxyCommand("sleep 300")
     pid = p.process.pid
@@ -199,8 +199,11 @@ HANDLER_CLOSE = textwrap.dedent(
     sent = 0
     t0 = time.monotonic()
     try:
-        while True:  # no timeout: blocks once the pipe is full
-            sent += p.send(b"x" * 65536)
+        if OP == "send":
+            while True:  # no timeout: blocks once the pipe is full
+                sent += p.send(b"x" * 65536)
+        else:
+            out["recv"] = repr(p.recv(10))  # no timeout: sleep writes nothing
     except Exception as exc:
         out["send_error"] = type(exc).__name__
     out["send_seconds"] = time.monotonic() - t0
@@ -212,22 +215,26 @@ HANDLER_CLOSE = textwrap.dedent(
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("op", ["send", "recv"])
 @pytest.mark.parametrize("how", ["close_all", "proxy_close"])
-def test_close_from_signal_handler_during_blocked_send(how: str) -> None:
-    """A SIGALRM handler closes while the main thread blocks in send():
-    the close returns within its timeout and the send ends with
-    ProxyCommandClosed, no deadlock."""
+def test_close_from_signal_handler_during_blocked_io(how: str, op: str) -> None:
+    """A SIGALRM handler closes while the main thread blocks in send() (or
+    recv()): the close returns within its timeout, the send then raises
+    ProxyCommandClosed (a recv reads EOF), no deadlock."""
     close_timeout = 2.0
     env = {"PARAMIKO_PROXYFIX_CLOSE_TIMEOUT": str(close_timeout)}
-    code = f"import sys\nsys.argv[1:] = [{how!r}]\n" + HANDLER_CLOSE
+    code = f"import sys\nsys.argv[1:] = [{how!r}, {op!r}]\n" + HANDLER_CLOSE
     result = run_capped(code, timeout=30, env=env)
     out = _report(result)
     print(out)
     assert "handler_error" not in out, out
-    assert out["sent"] > 0, out
     # sleep obeys SIGTERM: expected at once; 10x the whole timeout is lenient.
     assert out["handler_seconds"] < 10 * close_timeout, out
-    assert out["send_error"] == "ProxyCommandClosed", out
+    if op == "send":
+        assert out["sent"] > 0, out
+        assert out["send_error"] == "ProxyCommandClosed", out
+    else:
+        assert out.get("recv") == "b''", out
     if how == "close_all":
         assert out["closed"] == 1, out
     assert out["proxy_gone"], out
