@@ -278,12 +278,17 @@ SUBINTERP_OUTER = textwrap.dedent(
 )
 
 
+#: The idle reaper is a thread of ours too: with an idle timeout set.
+IDLE_ENVS = [{}, {"PARAMIKO_PROXYFIX_IDLE_TIMEOUT": "30"}]
+
+
 @pytest.mark.timeout(60)
-def test_proxy_in_a_sub_interpreter() -> None:
+@pytest.mark.parametrize("env", IDLE_ENVS, ids=["default", "idle_timeout"])
+def test_proxy_in_a_sub_interpreter(env: dict[str, str]) -> None:
     """A sub-interpreter (mod_wsgi's case) uses and closes a proxy, then ends
     cleanly: no thread of ours keeps it from ending (that aborts the process)."""
     pytest.importorskip("_testcapi")
-    result = run_capped(SUBINTERP_OUTER, timeout=30)
+    result = run_capped(SUBINTERP_OUTER, timeout=30, env=env)
     assert not result.timed_out, result.stderr
     assert result.returncode == 0, (result.returncode, result.stderr)
     assert "inner ping" in result.stdout, (result.stdout, result.stderr)
@@ -329,10 +334,11 @@ NO_THREADS = textwrap.dedent(
 
 
 @pytest.mark.timeout(60)
-def test_no_thread_left_after_last_close() -> None:
+@pytest.mark.parametrize("env", IDLE_ENVS, ids=["default", "idle_timeout"])
+def test_no_thread_left_after_last_close(env: dict[str, str]) -> None:
     """Once the last proxy is closed, our threads end within about a second:
     fork() is then safe and, on 3.12+, draws no DeprecationWarning."""
-    result = run_capped(NO_THREADS, timeout=30)
+    result = run_capped(NO_THREADS, timeout=30, env=env)
     out = _report(result)
     print(out)
     assert len(out["threads_during"]) >= 1, out
