@@ -54,7 +54,14 @@ def _in_pid_namespace(code: str, *args: str) -> str:
 PID_REUSE = textwrap.dedent(
     """
     import json, os, signal, socket, sys, time
-    MODE = sys.argv[1]
+    MODE, TTY = sys.argv[1], sys.argv[2] == "tty"
+    if TTY:
+        # A terminal: the fix then keeps proxies in our process group (ssh
+        # may prompt there), and signals what A started through pidfds.
+        import fcntl, termios
+        os.setsid()
+        master, slave = os.openpty()
+        fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
     if MODE == "gevent":
         from gevent import monkey
         monkey.patch_all()
@@ -106,6 +113,8 @@ PID_REUSE = textwrap.dedent(
         b.close()
         b = None
     out["b_got_a_pid"] = b is not None
+    out["b_pgid"] = os.getpgid(pid) if b is not None else None
+    out["my_pgid"] = os.getpgid(0)
     out["attempts"] = attempt + 1
     if b is not None:
         out["b_own_group"] = os.getpgid(pid) == pid
@@ -142,21 +151,34 @@ PID_REUSE = textwrap.dedent(
 
 @needs_root
 @pytest.mark.timeout(90)
-@pytest.mark.parametrize("mode", ["poll", "sig_ign", "wait", "gevent"])
-def test_pid_reuse_close_spares_the_new_owner(mode: str) -> None:
+@pytest.mark.parametrize(
+    ("mode", "tty"),
+    [(mode, "no_tty") for mode in ("poll", "sig_ign", "wait", "gevent")]
+    # With a terminal, where no Popen recorded the status (the old code
+    # spared B there, through the Popen's returncode, but reported exit 0).
+    + [("sig_ign", "tty"), ("wait", "tty")],
+)
+def test_pid_reuse_close_spares_the_new_owner(mode: str, tty: str) -> None:
     """A proxy reaped by someone else, its pid now another proxy's: closing
     the first signals nothing, raises nothing, and reports no made-up status."""
     if mode == "gevent":
         pytest.importorskip("gevent")
-    result = run_capped(_in_pid_namespace(PID_REUSE, mode), timeout=60)
+    result = run_capped(_in_pid_namespace(PID_REUSE, mode, tty), timeout=60)
     out = _report(result)
     print(out)
-    assert out["a_own_group"], out  # no tty: its own session, as the fix does
     assert out["a_reaped"], out
     if mode == "wait":
         assert out["wait_got"] == out["a_pid"], out
     assert out["b_got_a_pid"], out
-    assert out["b_own_group"], out  # so killpg(A's pid) would hit B too
+    if tty == "tty":
+        # In our group: os.kill(A's pid) would hit B.
+        assert not out["a_own_group"], out
+        assert out["b_pgid"] == out["my_pgid"], out
+    else:
+        # Its own session, as the fix does without a terminal: killpg(A's
+        # pid) would hit B too.
+        assert out["a_own_group"], out
+        assert out["b_own_group"], out
     assert out["a_close"] == "ok", out
     assert out["b_state"] in ("S", "R"), out
     assert out["b_echo"] == "ping", out
