@@ -85,6 +85,8 @@ def discard(proxy: ProxyProcess) -> None:
             _counters["closed"] += 1  # by us, while it ran
             if proxy.killed:
                 _counters["killed_after_timeout"] += 1
+    if not has_live():
+        _wake_reaper()  # it ends now, not after its sleep of up to a timeout
     _changed()
 
 
@@ -195,8 +197,8 @@ def forget_inherited() -> int:
 
 _idle_timeout: float | None = env_seconds(IDLE_ENV, 0.0) or None
 _reaper_lock = threading.Lock()
-#: (pid, wake-up event) of the reaper thread running in this process, if any.
-_reaper: tuple[int, threading.Event] | None = None
+#: (pid, wake-up event, thread) of the reaper running in this process, if any.
+_reaper: tuple[int, threading.Event, threading.Thread] | None = None
 
 
 def set_idle_timeout(seconds: float | None) -> None:
@@ -209,10 +211,7 @@ def set_idle_timeout(seconds: float | None) -> None:
     if seconds is not None:
         check("idle timeout", seconds)
     _idle_timeout = seconds or None
-    with _reaper_lock:
-        reaper = _reaper
-    if reaper is not None:
-        reaper[1].set()  # recompute its deadline, or end
+    _wake_reaper()  # recompute its deadline, or end
     if _idle_timeout is not None and has_live():
         _ensure_reaper()
 
@@ -233,7 +232,22 @@ def _ensure_reaper() -> None:
             thread.start()
         except RuntimeError:  # no new threads at interpreter shutdown
             return
-        _reaper = (os.getpid(), wake)
+        _reaper = (os.getpid(), wake, thread)
+
+
+def _wake_reaper(join: float = 0.0) -> None:
+    """Make the reaper look again (it ends if nothing is left to watch), and
+    wait up to ``join`` seconds for it to end.
+
+    No lock: a signal handler may close a proxy while its thread is in
+    _ensure_reaper().
+    """
+    reaper = _reaper
+    if reaper is None or reaper[0] != os.getpid():
+        return
+    reaper[1].set()
+    if join and reaper[2] is not threading.current_thread():
+        reaper[2].join(join)
 
 
 def _reap_idle(wake: threading.Event) -> None:
@@ -276,8 +290,9 @@ def _after_fork_in_child() -> None:
 
 
 def _at_exit() -> None:
-    """Close every proxy at once, then end the spawner thread."""
+    """Close every proxy at once, then end our threads."""
     close_all()
+    _wake_reaper(join=1.0)
     from .spawn import stop_spawner
 
     stop_spawner()
