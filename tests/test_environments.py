@@ -127,6 +127,8 @@ def green_scenario() -> None:
     data["detect"] = box["t"] - killed if "t" in box else None
     data["waiter"] = {k: v for k, v in box.items() if k != "t"}
     data["active_after_kill"] = client.get_transport().is_active()
+    error = client.get_transport().get_exception()
+    data["error"] = f"{type(error).__name__}: {error}" if error else None
     cpu0, wall0 = capped.cpu_seconds(os.getpid()), time.monotonic()
     sleep(1.5)
     data["cpu"] = (capped.cpu_seconds(os.getpid()) - cpu0) / (time.monotonic() - wall0)
@@ -144,6 +146,7 @@ def green_scenario() -> None:
     again.close()
     sleep(0.3)
     data["close_gap_2"] = gap_since(start)
+    data["threads"] = [t.name for t in threading.enumerate()]
     _report(data)
 
 
@@ -166,9 +169,12 @@ def launcher_scenario() -> None:
         client = ssh_client(proxy)
         transport = client.get_transport()
         data["first"] = _run(client, "echo hi")
+        if os.environ.get("ENV_FIRST"):  # the proxy exits now, its child stays
+            os.kill(proxy.process.pid, getattr(signal, "SIG" + os.environ["ENV_FIRST"]))
         time.sleep(float(os.environ["ENV_IDLE"]))
         data["active_after_idle"] = transport.is_active()
-        data["after_idle"] = _run(client, "echo idle")
+        if not os.environ.get("ENV_FIRST"):  # else nothing relays any more
+            data["after_idle"] = _run(client, "echo idle")
         holders = _holders(out_pipe)
         data["leader_alive"] = proxy.process.pid in holders
         data["holders"] = [capped.cmdline(p) for p in holders]
@@ -180,13 +186,16 @@ def launcher_scenario() -> None:
             targets = [proxy.process.pid]
             sig = getattr(signal, "SIG" + victim)
         data["victims"] = [capped.cmdline(p) for p in targets]
-        channel = transport.open_session()
-        channel.exec_command("sleep 60")
+        relaying = not os.environ.get("ENV_FIRST")
         box: dict[str, Any] = {}
 
         def waiter() -> None:
+            # A caller blocked on a command (only while something relays).
             try:
-                box["status"] = channel.recv_exit_status()
+                if relaying:
+                    channel = transport.open_session()
+                    channel.exec_command("sleep 60")
+                    box["status"] = channel.recv_exit_status()
             except BaseException as exc:
                 box["error"] = repr(exc)
 
@@ -324,6 +333,8 @@ def test_green_threads_killed_proxy(sshd: Sshd, green: str) -> None:
     assert data["zombies"] == 0 and data["children"] == [], data
     assert data["pipes_open"] == 0, data
     assert data["reconnect"] == "again", data
+    # Under green threads proxies start directly: no spawner greenlet stays.
+    assert data["threads"] == ["MainThread"], data
     # The hub keeps running: a 10 ms ticker never waits 0.5 s (10x a slice).
     for gap in ("idle_gap", "close_gap", "idle_gap_2", "close_gap_2"):
         assert data[gap] < 0.5, (gap, data)
@@ -358,29 +369,39 @@ def test_launcher_stays_up_and_its_child_ends_it(sshd: Sshd, launcher: str) -> N
     assert data["zombies"] == 0 and data["pipes_open"] == 0, data
 
 
-@pytest.mark.parametrize("how", ["KILL", "USR1"])
-def test_failed_proxy_ends_connection_while_grandchild_holds_pipe(
-    sshd: Sshd, how: str
-) -> None:
-    # USR1 makes the proxy exit with status 3; KILL kills it by a signal.
-    command = proxy_cmd(
-        "grandchild_holds_pipe", "127.0.0.1", sshd.port, "--exit-status", "3"
-    )
-    env = {**ssh_env(sshd), "ENV_PROXY": command, "ENV_IDLE": "0.5", "ENV_KILL": how}
+def _grandchild_run(sshd: Sshd, status: int, *flags: str, **env: str) -> Any:
+    args = ("127.0.0.1", sshd.port, "--exit-status", status, *flags)
+    command = proxy_cmd("grandchild_holds_pipe", *args)
     code = "from tests.test_environments import launcher_scenario; launcher_scenario()"
-    result, data = run_child(code, 40, env)
-    print(how, json.dumps(data))
+    result, data = run_child(code, 40, {**ssh_env(sshd), "ENV_PROXY": command, **env})
+    print(status, env, json.dumps(data))
     assert data is not None, (result.timed_out, result.stderr[-3000:])
-    assert "failed" not in data, data
-    assert data["installed"] is True and data["leader_alive"], data
+    assert data["installed"] is True and "failed" not in data, data
     assert any("sleep 600" in h for h in data["holders"]), data
-    assert data["detect"] is not None and data["detect"] < 1.0, data
-    assert data["waiter_returned"], data
-    expected = "SIGKILL" if how == "KILL" else "status 3"
-    assert data["error"] and expected in data["error"], data
     # close() ended the grandchild too (the proxy's group), and reaped.
     assert data["holders_after_close"] == [], data
     assert data["zombies"] == 0 and data["pipes_open"] == 0, data
+    return data
+
+
+def test_exit_status_decides_while_a_grandchild_holds_the_pipe(sshd: Sshd) -> None:
+    """A proxy that exits 0 hands the connection to what it started (as a
+    launcher does); one that fails or is killed ends the connection at once."""
+    # The grandchild holds stdin too, as a launcher's child does: the
+    # transport may write to it while nothing relays.
+    data = _grandchild_run(
+        sshd, 0, "--hold-stdin", ENV_FIRST="USR1", ENV_IDLE="1.5", ENV_KILL="forked"
+    )
+    assert not data["leader_alive"] and data["active_after_idle"], data
+    assert data["victims"] == ["sleep 600"], data
+    assert data["detect"] is not None and data["detect"] < 2.0, data
+    for how, expected in (("KILL", "SIGKILL"), ("USR1", "status 3")):
+        # USR1 makes the proxy exit with status 3; KILL kills it by a signal.
+        data = _grandchild_run(sshd, 3, ENV_IDLE="0.5", ENV_KILL=how)
+        assert data["leader_alive"], data
+        assert data["detect"] is not None and data["detect"] < 1.0, data
+        assert data["waiter_returned"], data
+        assert data["error"] and expected in data["error"], data
 
 
 # -- exec errors -------------------------------------------------------------------
@@ -392,8 +413,9 @@ out = {"installed": paramiko_proxyfix.is_installed()}
 for command in json.loads(os.environ["ENV_COMMANDS"]):
     try:
         p = paramiko.ProxyCommand(command)
-    except OSError as exc:
-        out[command] = [[c.__name__ for c in type(exc).__mro__], exc.errno,
+    except Exception as exc:
+        out[command] = [[c.__name__ for c in type(exc).__mro__],
+                        getattr(exc, "errno", None),
                         isinstance(exc, paramiko_proxyfix.ProxyCommandStartError)]
     else:
         p.close()
@@ -495,10 +517,17 @@ with warnings.catch_warnings(record=True) as caught:
     import paramiko_proxyfix
     quiet = paramiko_proxyfix.install(warn=False)
 now = vars(paramiko.proxy.ProxyCommand)
+works = None
+if paramiko_proxyfix.is_installed():  # then a proxy must work here, too
+    proxy = paramiko.ProxyCommand("cat")
+    proxy.send(b"ping")
+    works = proxy.recv(4).decode() == "ping"
+    proxy.close()
 print(json.dumps({{
     "warnings": [[w.category.__name__, str(w.message), w.filename] for w in caught],
     "installed": paramiko_proxyfix.is_installed(),
     "quiet_install": quiet,
+    "works": works,
     "untouched": all(now.get(k) is v for k, v in upstream.items())
                  and set(now) == set(upstream),
 }}))
@@ -540,3 +569,4 @@ def test_eventlet_without_poll_installs() -> None:
     assert data is not None, result.stderr[-3000:]
     assert data["warnings"] == [], data
     assert data["installed"] is True and data["untouched"] is False, data
+    assert data["works"] is True, data
