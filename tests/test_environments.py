@@ -132,6 +132,7 @@ def green_scenario() -> None:
     cpu0, wall0 = capped.cpu_seconds(os.getpid()), time.monotonic()
     sleep(1.5)
     data["cpu"] = (capped.cpu_seconds(os.getpid()) - cpu0) / (time.monotonic() - wall0)
+    _report(data)  # so far: upstream's close() may raise (ProcessLookupError)
     start = time.monotonic()
     client.close()
     sleep(0.3)
@@ -338,6 +339,14 @@ def test_green_threads_killed_proxy(sshd: Sshd, green: str) -> None:
     # The hub keeps running: a 10 ms ticker never waits 0.5 s (10x a slice).
     for gap in ("idle_gap", "close_gap", "idle_gap_2", "close_gap_2"):
         assert data[gap] < 0.5, (gap, data)
+    # The same scenario catches upstream: the caller never returns (and the
+    # process spins, or the scenario dies in upstream's close()).
+    env = {**ssh_env(sshd), "ENV_GREEN": green, "PARAMIKO_PROXYFIX_DISABLE": "1"}
+    result, data = run_child(code, 30, env)
+    print(green, "upstream", json.dumps(data), result.stderr[-500:])
+    assert data is not None, (result.timed_out, result.stderr[-3000:])
+    assert data["installed"] is False and data["detect"] is None, data
+    assert data["active_after_kill"] is True, data  # its CPU is printed
 
 
 def _socat_command(sshd: Sshd) -> str:
