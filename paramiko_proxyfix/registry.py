@@ -17,6 +17,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import sys
 import threading
 import time
 import weakref
@@ -164,6 +165,8 @@ def close_idle(seconds: float, timeout: float | None = None) -> int:
 
 
 def _close(victims: list[ProxyProcess], timeout: float | None) -> int:
+    if not victims:
+        return 0  # also where the fix never ran: process.py may not import
     from .process import terminate_all
 
     total = current().close_timeout if timeout is None else timeout
@@ -293,9 +296,11 @@ def _at_exit() -> None:
     """Close every proxy at once, then end our threads."""
     close_all()
     _wake_reaper(join=1.0)
-    from .spawn import stop_spawner
-
-    stop_spawner()
+    # No spawner without spawn.py; on a platform the fix refused, it may not
+    # even import (no subprocess).
+    spawn = sys.modules.get(f"{__package__}.spawn")
+    if spawn is not None:
+        spawn.stop_spawner()
 
 
 if hasattr(os, "register_at_fork"):

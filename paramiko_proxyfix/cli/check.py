@@ -37,6 +37,16 @@ def _preconditions() -> list[dict[str, Any]]:
                 "unset it to turn the fix on",
             )
         ]
+    reason = _patch.unsupported_platform()
+    if reason is not None:
+        return [
+            _step(
+                "platform",
+                False,
+                f"{reason}; the fix needs a POSIX system (Linux) whose Python "
+                "has fcntl, subprocess and select.poll (or eventlet's select)",
+            )
+        ]
     reason = _patch.unsupported_reason()
     if reason is not None:
         return [

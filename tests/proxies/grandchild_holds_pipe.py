@@ -3,7 +3,8 @@
 Prints ``grandchild-pid=N`` to stderr (a grandchild of the test process),
 relays, and exits on SIGUSR1 or after --exit-after SEC with --exit-status.
 The reader then sees the process gone but no EOF on the pipe.
---hold-stderr makes the grandchild keep stderr open too.
+--hold-stderr makes the grandchild keep stderr open too, --hold-stdin stdin
+(a launcher's child holds all of them).
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ def main() -> None:
     parser.add_argument("--exit-after", type=float, default=None)
     parser.add_argument("--exit-status", type=int, default=0)
     parser.add_argument("--hold-stderr", action="store_true")
+    parser.add_argument("--hold-stdin", action="store_true")
     args = parser.parse_args()
     quit_now = lambda *_: os._exit(args.exit_status)  # noqa: E731
     signal.signal(signal.SIGUSR1, quit_now)
     child = subprocess.Popen(
         ["sleep", "600"],
-        stdin=subprocess.DEVNULL,
+        stdin=None if args.hold_stdin else subprocess.DEVNULL,
         stderr=None if args.hold_stderr else subprocess.DEVNULL,
     )  # stdout inherited: the pipe stays open while it sleeps
     say(f"grandchild-pid={child.pid}")
