@@ -74,6 +74,7 @@ def test_registry_holds_no_strong_reference() -> None:
     # The finalizer only starts the close: the waiting happens on the spawner
     # thread, never in the thread the garbage collector ran in.
     collect = time.monotonic() - t0
+
     # Dropping the last reference closed (and reaped) it, and unlisted it.
     def listed() -> bool:
         return pid in [s["pid"] for s in paramiko_proxyfix.proxies()]

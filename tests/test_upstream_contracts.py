@@ -640,25 +640,26 @@ if TARGET == "shim":  # in patched mode this module is what the venv runs
 
     @pytest.mark.slow
     @pytest.mark.timeout(900)
+    @pytest.mark.parametrize("version", ["2.12.0", "5.1.0"])  # oldest, newest
     def test_contracts_hold_for_the_patched_paramiko_without_the_package(
-        tmp_path: Path,
+        tmp_path: Path, version: str
     ) -> None:
-        """paramiko 5.1.0 built with its patch from patches/, in a venv without
+        """paramiko built with its patch from patches/, in a venv without
         paramiko_proxyfix: this module, in patched mode, passes there."""
         built = subprocess.run(
-            [PY, str(REPO_ROOT / "tools" / "build_patched_wheel.py"), "5.1.0",
+            [PY, str(REPO_ROOT / "tools" / "build_patched_wheel.py"), version,
              "--out", str(tmp_path / "dist")],
             capture_output=True, text=True, timeout=600,
         )  # fmt: skip
         assert built.returncode == 0, built.stderr
-        (wheel,) = (tmp_path / "dist").glob("paramiko-5.1.0-*.whl")
+        (wheel,) = (tmp_path / "dist").glob(f"paramiko-{version}-*.whl")
         venv = tmp_path / "venv"
         subprocess.run([PY, "-m", "venv", str(venv)], check=True, timeout=120)
         python = str(venv / "bin" / "python")
         subprocess.run(
             [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-             "bcrypt", "cryptography", "pynacl", "invoke", "pytest", "pytest-timeout",
-             str(wheel)],
+             "bcrypt", "cryptography", "pynacl", "invoke", "six", "pytest",
+             "pytest-timeout", str(wheel)],
             check=True, timeout=600,
         )  # fmt: skip
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
