@@ -674,5 +674,6 @@ if TARGET == "shim":  # in patched mode this module is what the venv runs
         assert done.returncode == 0, done.stdout + done.stderr
         # Every test ran: none skipped, none deselected.
         summary = done.stdout.strip().splitlines()[-1]
-        assert re.fullmatch(r"\d+ passed in .*", summary), summary
+        # (paramiko 2.12 draws deprecation warnings from today's cryptography)
+    assert re.fullmatch(r"\d+ passed(, \d+ warnings?)? in .*", summary), summary
         assert int(summary.split()[0]) >= 20
