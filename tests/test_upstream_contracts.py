@@ -675,5 +675,5 @@ if TARGET == "shim":  # in patched mode this module is what the venv runs
         # Every test ran: none skipped, none deselected.
         summary = done.stdout.strip().splitlines()[-1]
         # (paramiko 2.12 draws deprecation warnings from today's cryptography)
-    assert re.fullmatch(r"\d+ passed(, \d+ warnings?)? in .*", summary), summary
+        assert re.fullmatch(r"\d+ passed(, \d+ warnings?)? in .*", summary), summary
         assert int(summary.split()[0]) >= 20
