@@ -119,17 +119,7 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 def _native_check(python: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     """tools/native_check.py in its own session, outside the repository."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    return subprocess.run(
-        [str(python), "-W", "ignore", str(TOOLS / "native_check.py")],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        timeout=120,
-        start_new_session=True,
-    )
+    return _child(python, cwd, ["-W", "ignore", str(TOOLS / "native_check.py")])
 
 
 @pytest.mark.slow
@@ -160,10 +150,10 @@ def test_patch_fixes_its_pristine_release(
     assert "5 passed, 0 failed" in after.stdout
     # Where the fix cannot run, the patched build imports as upstream's does.
     for blocked in ("fcntl", "subprocess", "select.poll"):
-        done = _child(venv, tmp_path, PLATFORM_CHECK.format(blocked=blocked))
+        done = _child(venv, tmp_path, ["-c", PLATFORM_CHECK.format(blocked=blocked)])
         assert done.returncode == 0 and "upstream kept" in done.stdout, done.stderr
     # One fix per process: the package finds the built-in one, patches nothing.
-    done = _child(venv, tmp_path, BUILTIN_CHECK, pythonpath=REPO_ROOT)
+    done = _child(venv, tmp_path, ["-c", BUILTIN_CHECK], pythonpath=REPO_ROOT)
     assert done.returncode == 0 and "built-in fix used" in done.stdout, done.stderr
 
 
@@ -208,17 +198,19 @@ print("built-in fix used")
 
 
 def _child(
-    python: Path, cwd: Path, code: str, pythonpath: Path | None = None
+    python: Path, cwd: Path, args: list[str], pythonpath: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
+    """``python ARGS`` in a session of its own, without our PYTHON* settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     if pythonpath is not None:
         env["PYTHONPATH"] = str(pythonpath)
     return subprocess.run(
-        [str(python), "-c", code],
+        [str(python), *args],
         capture_output=True,
         text=True,
         cwd=cwd,
         env=env,
         stdin=subprocess.DEVNULL,
         timeout=120,
+        start_new_session=True,
     )
