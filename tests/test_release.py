@@ -166,4 +166,7 @@ def test_version_option() -> None:
         f"paramiko-proxyfix {VERSION} (paramiko {paramiko.__version__}, "
         f"Python {python})\n"
     )
-    assert run.stderr == ""
+    # Nothing on stderr but what old paramiko releases warn at import
+    # (paramiko 2.12 draws CryptographyDeprecationWarning from cryptography).
+    noise = [x for x in run.stderr.splitlines() if "Warning" not in x]
+    assert [x for x in noise if not x.startswith("  ")] == [], run.stderr
