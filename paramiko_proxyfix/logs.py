@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = ["QuietProxyEnd", "log", "note_end", "quiet_transport", "raising"]
 
@@ -25,7 +25,10 @@ TRANSPORT_LOGGER = "paramiko.transport"
 _local = threading.local()
 
 
-def raising(exc: BaseException) -> BaseException:
+_E = TypeVar("_E", bound=BaseException)
+
+
+def raising(exc: _E) -> _E:
     """Remember that this thread is about to raise ``exc``, an expected end."""
     _local.expected = str(exc)
     _local.swallowing = False

@@ -215,7 +215,7 @@ class ProxyProcess:
             )
         self._note_end()
         exc = ProxyCommandExited(self.command, self._code, self.pipes.stderr_tail())
-        return raising(exc)  # type: ignore[return-value]
+        return raising(exc)
 
     def _note_end(self) -> None:
         if not self._noted:
