@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import signal
+import sys
 import threading
 import time
 from typing import Any, Callable
@@ -255,7 +256,8 @@ def setpriv_scenario() -> None:
     proxy.send(b"ping")
     data["echo"] = proxy.recv(4).decode()
     data["setpriv"] = spawn._setpriv
-    data["expected"] = shutil.which("setpriv")
+    # Before 3.10 subprocess never vforks, so the fix never uses setpriv there.
+    data["expected"] = shutil.which("setpriv") if sys.version_info >= (3, 10) else ""
     proxy.close()
     _report(data)
 
