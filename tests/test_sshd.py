@@ -167,7 +167,9 @@ def test_connect_exec_close_cycles_leak_nothing(sshd: Sshd) -> None:
         time.sleep(0.05)
     assert capped.count_zombie_children() == 0
     assert set(capped.open_fds()) - baseline_fds == set()
-    assert threading.active_count() == baseline_threads
+    # No thread left over (the spawner of an earlier test may even have
+    # retired since the baseline was taken).
+    assert threading.active_count() <= baseline_threads
     assert capped.proxy_processes(marker) == []
 
 
