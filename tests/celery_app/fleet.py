@@ -24,6 +24,7 @@ from tests.celery_app.scenario import (
     _become_subreaper,
     _cleanup,
     _ppid,
+    exit_now,
     pool,
     start_redis,
     start_worker,
@@ -164,8 +165,4 @@ def main() -> None:
         for w in workers.values():
             _cleanup(w, None, workdir)
         _cleanup(None, redis, workdir)
-    # Celery's AsyncResult.__del__ would retry the stopped Redis for up to a
-    # minute at interpreter exit (seen on 3.9): end here, output flushed.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    exit_now()

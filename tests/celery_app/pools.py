@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from tests.celery_app.scenario import (
     _comm,
     _ok,
     cpu_of,
+    exit_now,
     pool,
     proxies_under,
     start_redis,
@@ -119,8 +119,4 @@ def main() -> None:
         figures["seconds"] = round(time.monotonic() - started, 1)
         print(json.dumps(figures), flush=True)
         _cleanup(worker, redis, workdir)
-    # Celery's AsyncResult.__del__ would retry the stopped Redis for up to a
-    # minute at interpreter exit (seen on 3.9): end here, output flushed.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    exit_now()
