@@ -296,19 +296,36 @@ def test_run_capped_result_and_callable() -> None:
 
 
 def test_cpu_share_zombies_and_fds() -> None:
-    stop = threading.Event()
-    spinner = threading.Thread(target=lambda: [0 for _ in iter(stop.is_set, True)])
-    spinner.start()
+    # A spinning process in a session of its own, as run_capped starts the
+    # children the spin tests measure, gets what the reference gets.
+    spinner = subprocess.Popen(
+        [sys.executable, "-c", "while True: pass"], start_new_session=True
+    )
     try:
-        thread = functools.partial(capped.cpu_seconds, os.getpid(), spinner.native_id)
-        busy = capped.cpu_share(thread, 0.5)
+        busy = capped.cpu_share(spinner.pid, 1.0)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    # Per thread: this process's autogroup is shared with whatever else the
+    # test run is doing, so a spinning thread only has to show clearly.
+    stop = threading.Event()
+    thread = threading.Thread(target=lambda: [0 for _ in iter(stop.is_set, True)])
+    thread.start()
+    try:
+        read = functools.partial(capped.cpu_seconds, os.getpid(), thread.native_id)
+        spinning = capped.cpu_share(read, 0.5)
     finally:
         stop.set()
-        spinner.join()
+        thread.join()
     me = functools.partial(capped.cpu_seconds, os.getpid(), threading.get_native_id())
     rest = capped.cpu_share(me, 0.5)  # this thread, asleep in there
-    print("spinning thread:", busy.report(), "sleeping thread:", rest.report())
-    assert busy.ratio > 0.5, busy  # a spinning thread gets what a busy loop gets
+    print(
+        "spinning process:", busy.report(),
+        "spinning thread:", spinning.report(),
+        "sleeping thread:", rest.report(),
+    )  # fmt: skip
+    assert busy.ratio > 0.5, busy  # a spinning process gets what a busy loop gets
+    assert spinning.ratio > 0.05, spinning  # 10x headroom under that
     assert rest.ratio < 0.1, rest
     proc = subprocess.Popen(["true"])
     assert capped.wait_gone([proc.pid], 5) == []
