@@ -298,14 +298,9 @@ def test_run_capped_result_and_callable() -> None:
 def test_cpu_share_zombies_and_fds() -> None:
     # A spinning process in a session of its own, as run_capped starts the
     # children the spin tests measure, gets what the reference gets.
-    spinner = subprocess.Popen(
-        [sys.executable, "-c", "while True: pass"], start_new_session=True
-    )
-    try:
-        busy = capped.cpu_share(spinner.pid, 1.0)
-    finally:
-        spinner.kill()
-        spinner.wait()
+    # BusyLoop is that: a loop in its own session that ends with its parent.
+    with capped.BusyLoop() as spinner:
+        busy = capped.cpu_share(spinner.proc.pid, 1.0)
     # Per thread: this process's autogroup is shared with whatever else the
     # test run is doing, so a spinning thread only has to show clearly.
     stop = threading.Event()
