@@ -3,36 +3,26 @@
 ``import paramiko_proxyfix`` patches paramiko in place: a proxy that dies
 ends its connection at once with its exit status and stderr, and closing a
 connection terminates and reaps its proxy. Set ``PARAMIKO_PROXYFIX_DISABLE=1``
-to make the import do nothing. Where paramiko was built from ``patches/``
-(it carries the fix as ``paramiko._proxyfix``), nothing is patched and this
-API works on that copy, so both spellings of every name are the same object.
+to make the import do nothing. Where paramiko was built from ``patches/`` (it
+carries the fix in its own ``proxy.py``), the import adds only the worker
+extras: the death signal, fork and exit handling, idle closing, the quiet log.
 """
 
-import importlib
 import sys
 
 from . import _patch
 from ._version import __version__
+from .config import configure
+from .errors import (
+    ProxyCommandClosed,
+    ProxyCommandExited,
+    ProxyCommandForeign,
+    ProxyCommandNotFound,
+    ProxyCommandNotPermitted,
+    ProxyCommandStartError,
+)
+from .registry import close_all, close_idle, proxies, set_idle_timeout, stats
 
-# The fix's own modules: ours, or the copy inside a patched paramiko.
-_core = _patch.builtin_fix()
-_prefix = __name__ if _core is None else _core.__name__
-_config = importlib.import_module(_prefix + ".config")
-_errors = importlib.import_module(_prefix + ".errors")
-_registry = importlib.import_module(_prefix + ".registry")
-
-configure = _config.configure
-ProxyCommandClosed = _errors.ProxyCommandClosed
-ProxyCommandExited = _errors.ProxyCommandExited
-ProxyCommandForeign = _errors.ProxyCommandForeign
-ProxyCommandNotFound = _errors.ProxyCommandNotFound
-ProxyCommandNotPermitted = _errors.ProxyCommandNotPermitted
-ProxyCommandStartError = _errors.ProxyCommandStartError
-close_all = _registry.close_all
-close_idle = _registry.close_idle
-proxies = _registry.proxies
-set_idle_timeout = _registry.set_idle_timeout
-stats = _registry.stats
 install = _patch.install
 is_installed = _patch.is_installed
 uninstall = _patch.uninstall

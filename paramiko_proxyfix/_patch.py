@@ -1,14 +1,23 @@
-"""install / uninstall: the checks, what is replaced, the originals, the live instances.
+"""install / uninstall: the checks, the plan, the originals, the live instances.
 
-- The platform and paramiko's shape are checked before anything is touched;
-  a failed check warns once and leaves paramiko alone.
-- A paramiko built from ``patches/`` carries this fix as ``paramiko._proxyfix``:
-  then nothing is patched, and the package's API works on that copy.
-- Originals are saved once (first save wins); ``__init__`` is patched last
-  and restored first, so no instance is half-fixed.
-- uninstall() pins the fixed methods on each live instance the fix manages:
-  its pipes are non-blocking and may hold read-ahead bytes, which upstream's
-  methods would mishandle. New instances are upstream's.
+- The platform and paramiko's version and shape are checked before anything
+  is touched; a failed check warns once and leaves paramiko alone.
+- A paramiko built from ``patches/`` carries the fix in its own ``proxy.py``:
+  install() puts only the worker extras (hooks.py) on its override points.
+  An unpatched one gets the fix first (``upstream/proxy.py``); its public
+  methods look at each instance, so one made before install() keeps
+  upstream's behaviour. Either way ``Packetizer._check_keepalive`` is
+  wrapped (readloop.py), the limits become the fix's class attributes, and
+  paramiko's transport logger gets the quiet filter.
+- The fix's exceptions go into ``paramiko.ssh_exception`` (and ``paramiko``)
+  under their names, as a patched paramiko has them, so pickles and Celery
+  results name one place in both kinds of process.
+- Originals are saved once (first save wins) and put back in reverse order;
+  ``__init__`` is patched last and restored first, so no instance is made
+  half-fixed. uninstall() moves each live instance the fix manages to a
+  subclass that keeps the fix's methods and properties: its pipes are
+  non-blocking and may hold read-ahead bytes, which upstream's methods would
+  mishandle. New instances are upstream's.
 """
 
 from __future__ import annotations
@@ -18,14 +27,17 @@ import logging
 import os
 import sys
 import threading
-import types
 import warnings
 from typing import Any
 
+from .config import disabled_by_env
+
 __all__ = [
     "SUPPORTED",
-    "builtin_fix",
+    "SUPPORTED_TEXT",
+    "apply_settings",
     "install",
+    "is_built_in",
     "is_installed",
     "uninstall",
     "unsupported_platform",
@@ -39,16 +51,23 @@ log = logging.getLogger("paramiko_proxyfix")
 SUPPORTED = ((2, 12), (6, 0))
 SUPPORTED_TEXT = "paramiko >= 2.12, < 6.0"
 
-#: Methods of paramiko.proxy.ProxyCommand replaced by install(); __init__ last.
-PROXY_METHODS = ("send", "recv", "close", "closed", "_closed", "settimeout", "__init__")
-#: Added by install() (upstream has none); removed again by uninstall().
-PROXY_ADDED = ("gettimeout",)
+#: Upstream's ProxyCommand methods the fix replaces; __init__ goes last.
+PUBLIC = ("send", "recv", "close", "closed", "_closed", "settimeout")
+#: The fix's override points, which a patched paramiko has.
+HOOKS = ("_spawn", "_signal", "_wait", "_read", "_write", "_on_started")
+#: The fix's exceptions.
+EXCEPTIONS = ("ProxyCommandExited", "ProxyCommandClosed")
 
 _lock = threading.RLock()
 _MISSING = object()
-#: (class, attribute name) -> what the class itself held before install(),
+#: (object, attribute name) -> what the object itself held before install(),
 #: in the order install() replaced them.
-_saved: dict[tuple[type, str], Any] = {}
+_saved: dict[tuple[Any, str], Any] = {}
+#: What install() put there, by the same keys.
+_put: dict[tuple[Any, str], Any] = {}
+_pinned_classes: dict[type, type] = {}
+#: The fix's own methods behind those that look at each instance.
+_fixed: dict[str, Any] = {}
 
 
 def _version() -> tuple[int, ...]:
@@ -79,6 +98,17 @@ def unsupported_platform() -> str | None:
     return None
 
 
+def is_built_in() -> bool:
+    """Whether paramiko carries the fix itself (built from patches/)."""
+    try:
+        from paramiko.proxy import ProxyCommand
+    except ImportError:
+        return False
+    with _lock:
+        before = _saved.get((ProxyCommand, "_spawn"), vars(ProxyCommand).get("_spawn"))
+    return before is not None and before is not _MISSING
+
+
 def unsupported_reason() -> str | None:
     """Why the installed paramiko cannot be patched, or None if it can."""
     try:
@@ -87,12 +117,12 @@ def unsupported_reason() -> str | None:
         from paramiko.proxy import ProxyCommand
     except ImportError as exc:
         return f"paramiko cannot be imported ({exc})"
-    version = _version()
     low, high = SUPPORTED
-    if not low <= version < high:
+    if not low <= _version() < high:
         return f"paramiko {paramiko.__version__} is not supported"
     own = vars(ProxyCommand)
-    missing = [name for name in PROXY_METHODS if name not in own]
+    wanted = PUBLIC + ("__init__",) + (HOOKS if is_built_in() else ())
+    missing = [name for name in wanted if name not in own]
     if not isinstance(own.get("closed"), property):
         missing.append("closed (a property)")
     if "_check_keepalive" not in vars(Packetizer):
@@ -105,37 +135,92 @@ def unsupported_reason() -> str | None:
     return None
 
 
-def builtin_fix() -> types.ModuleType | None:
-    """``paramiko._proxyfix`` when paramiko was built from patches/ and it is
-    active, else None. Never the package this module belongs to."""
-    if __name__.startswith("paramiko."):
-        return None
-    try:
-        builtin = importlib.import_module("paramiko._proxyfix._patch")
-    except ImportError:
-        return None
-    active: bool = builtin.is_installed()
-    return sys.modules["paramiko._proxyfix"] if active else None
+def _dispatch(fixed: Any, original: Any) -> Any:
+    """Upstream's ``original`` for an instance made before install(), else
+    the fix's ``fixed`` (a function or a property)."""
+    from .extras import ATTR
+
+    if isinstance(fixed, property):
+        assert fixed.fget is not None and isinstance(original, property)
+        get_fixed, get_original = fixed.fget, original.fget
+        assert get_original is not None
+        return property(
+            lambda self: (get_fixed if ATTR in self.__dict__ else get_original)(self),
+            doc=original.__doc__,
+        )
+
+    def method(self: Any, *args: Any) -> Any:
+        if ATTR in self.__dict__:
+            return fixed(self, *args)
+        return original(self, *args)
+
+    method.__name__ = fixed.__name__
+    method.__qualname__ = original.__qualname__
+    method.__doc__ = fixed.__doc__
+    method.__wrapped__ = fixed  # type: ignore[attr-defined]
+    return method
 
 
-def _replacements() -> list[tuple[type, str, Any]]:
+def _plan() -> list[tuple[Any, str, Any]]:
+    """(object, name, new value) for everything install() sets, in order."""
+    import paramiko
+    from paramiko import ssh_exception
     from paramiko.packet import Packetizer
     from paramiko.proxy import ProxyCommand
 
-    from .fixed import FixedProxyCommand
+    from . import hooks
+    from .extras import ATTR
     from .readloop import make_check_keepalive
 
-    ours = vars(FixedProxyCommand)
+    own = vars(ProxyCommand)
+    built_in = is_built_in()
+    plan: list[tuple[Any, str, Any]] = []
+    if built_in:
+        fix = own
+    else:
+        from .upstream import proxy
+        from .upstream import ssh_exception as ours
+
+        fix = vars(proxy.ProxyCommand)
+        skip = {"__module__", "__qualname__", "__doc__", "__dict__", "__weakref__"}
+        for name, value in fix.items():
+            if name in skip or name == "__init__" or name in hooks.EXTRAS:
+                continue
+            _fixed[name] = value
+            new = _dispatch(value, own[name]) if name in PUBLIC else value
+            plan.append((ProxyCommand, name, new))
+        for name in EXCEPTIONS:
+            cls = getattr(ours, name)
+            plan += [
+                (cls, "__module__", ssh_exception.__name__),
+                (ssh_exception, name, cls),
+                (paramiko, name, cls),
+            ]
+    hooks.FIX.update({n: fix[n] for n in hooks.EXTRAS if n in fix})
+    plan += [(ProxyCommand, n, f) for n, f in hooks.EXTRAS.items()]
+    plan += [(ProxyCommand, n, v) for n, v in hooks.limits().items()]
+    fixed_recv = fix["recv"]
+
+    def uses_fixed_recv(sock: Any) -> bool:
+        recv = getattr(type(sock), "recv", None)
+        if built_in:
+            return recv is fixed_recv
+        return (
+            getattr(recv, "__wrapped__", None) is fixed_recv and ATTR in sock.__dict__
+        )
+
     keepalive = vars(Packetizer)["_check_keepalive"]
-    plan: list[tuple[type, str, Any]] = [
-        (Packetizer, "_check_keepalive", make_check_keepalive(keepalive))
-    ]
-    plan += [(ProxyCommand, n, ours[n]) for n in PROXY_ADDED + PROXY_METHODS]
+    plan.insert(
+        0,
+        (
+            Packetizer,
+            "_check_keepalive",
+            make_check_keepalive(keepalive, uses_fixed_recv),
+        ),
+    )
+    if not built_in:
+        plan.append((ProxyCommand, "__init__", fix["__init__"]))
     return plan
-
-
-def disabled_by_env() -> bool:
-    return os.environ.get("PARAMIKO_PROXYFIX_DISABLE", "").strip() not in ("", "0")
 
 
 def install(*, warn: bool = True, _stacklevel: int = 2) -> bool:
@@ -143,38 +228,48 @@ def install(*, warn: bool = True, _stacklevel: int = 2) -> bool:
 
     Leaves paramiko untouched, with a warning (unless ``warn`` is false), when
     the platform or paramiko's shape is unknown, and does nothing when
-    ``PARAMIKO_PROXYFIX_DISABLE=1`` is set.
+    ``PARAMIKO_PROXYFIX_DISABLE`` is on.
     """
     with _lock:
         if _saved:
             return True
-        if builtin_fix() is not None:
-            return True  # paramiko carries the fix already
         if disabled_by_env():
             log.info("PARAMIKO_PROXYFIX_DISABLE is set: paramiko left unpatched")
-            return False
+            return is_built_in()
         reason = unsupported_platform() or unsupported_reason()
         if reason is not None:
-            if not warn:
-                return False
-            warnings.warn(
-                f"paramiko_proxyfix: {reason}; supported: {SUPPORTED_TEXT} on "
-                "Linux or another POSIX system. paramiko was left unpatched.",
-                RuntimeWarning,
-                stacklevel=_stacklevel,
-            )
+            if warn:
+                warnings.warn(
+                    f"paramiko_proxyfix: {reason}; supported: {SUPPORTED_TEXT} on "
+                    "Linux or another POSIX system. paramiko was left unpatched.",
+                    RuntimeWarning,
+                    stacklevel=_stacklevel,
+                )
             return False
-        from . import fixed, logs
+        from . import lifecycle, logs
 
-        plan = _replacements()
-        for cls, name, _ in plan:
-            _saved.setdefault((cls, name), vars(cls).get(name, _MISSING))
-            if cls.__name__ == "ProxyCommand" and name in vars(cls):
-                fixed.UPSTREAM.setdefault(name, vars(cls)[name])
-        for cls, name, new in plan:
-            setattr(cls, name, new)
+        plan = _plan()
+        for obj, name, _ in plan:
+            _saved.setdefault((obj, name), vars(obj).get(name, _MISSING))
+        for obj, name, new in plan:
+            setattr(obj, name, new)
+            _put[(obj, name)] = new
         logs.quiet_transport(True)
+        lifecycle.register()
         return True
+
+
+def apply_settings() -> None:
+    """Give the fix the configured limits (close timeout, stderr tail...)."""
+    from paramiko.proxy import ProxyCommand
+
+    from .hooks import limits
+
+    with _lock:
+        if _saved:
+            for name, value in limits().items():
+                setattr(ProxyCommand, name, value)
+                _put[(ProxyCommand, name)] = value
 
 
 def uninstall() -> bool:
@@ -185,43 +280,50 @@ def uninstall() -> bool:
     with _lock:
         if not _saved:
             return False
-        from . import logs
-        from .fixed import PINNED, FixedProxyCommand
-        from .registry import live
+        from . import logs, registry
 
         items = list(_saved.items())
-        for (cls, name), original in items:
+        for (obj, name), original in items:
             if name == "__init__":
-                _restore(cls, name, original)
+                _restore(obj, name, original)
         # __init__ is back: no new fixed instance can appear from here on.
-        _pin_live(live(), PINNED, vars(FixedProxyCommand))
-        for (cls, name), original in reversed(items):
+        for proxy in registry.live():
+            proxy.__class__ = _pinned(type(proxy))
+        for (obj, name), original in reversed(items):
             if name != "__init__":
-                _restore(cls, name, original)
+                _restore(obj, name, original)
         _saved.clear()
+        _put.clear()
         logs.quiet_transport(False)
         return True
 
 
-def _restore(cls: type, name: str, original: Any) -> None:
+def _pinned(cls: type) -> type:
+    """A subclass of ``cls`` that keeps what install() put on ProxyCommand."""
+    if cls in _pinned_classes.values():
+        return cls
+    if cls not in _pinned_classes:
+        from paramiko.proxy import ProxyCommand
+
+        keep = {
+            name: _fixed.get(name, new)
+            for (obj, name), new in _put.items()
+            if obj is ProxyCommand and getattr(cls, name, _MISSING) is new
+        }
+        keep["__module__"] = cls.__module__
+        keep["__qualname__"] = cls.__qualname__
+        _pinned_classes[cls] = type(cls.__name__, (cls,), keep)
+    return _pinned_classes[cls]
+
+
+def _restore(obj: Any, name: str, original: Any) -> None:
     if original is _MISSING:
-        delattr(cls, name)
+        delattr(obj, name)
     else:
-        setattr(cls, name, original)
-
-
-def _pin_live(states: list[Any], names: tuple[str, ...], ours: Any) -> None:
-    """Give each live managed instance our methods of its own."""
-    for state in states:
-        proxy = state.proxy_ref()
-        if proxy is None:
-            continue
-        for name in names:
-            if getattr(type(proxy), name, None) is ours[name]:
-                proxy.__dict__[name] = types.MethodType(ours[name], proxy)
+        setattr(obj, name, original)
 
 
 def is_installed() -> bool:
-    """Whether the fix is active: patched by install(), or built into paramiko."""
+    """Whether the fix is active: installed, or built into paramiko."""
     with _lock:
-        return bool(_saved) or builtin_fix() is not None
+        return bool(_saved) or is_built_in()

@@ -34,9 +34,8 @@ from typing import Any
 from celery import signals
 from celery.worker.control import control_command, inspect_command
 
-from . import _registry as registry  # ours, or the one inside a patched paramiko
-from . import fleet
-from .config import env_seconds
+from . import fleet, registry
+from .config import env_idle_timeout
 
 __all__ = [
     "SETTING",
@@ -56,11 +55,15 @@ SETTING = "paramiko_proxyfix_idle_timeout"
 
 
 def _apply_idle_timeout(app: Any) -> None:
-    seconds = env_seconds(registry.IDLE_ENV, -1.0)
+    seconds = env_idle_timeout(-1.0)
     if seconds < 0:  # unset: the Celery setting decides
         conf = getattr(app, "conf", None)
         raw = conf.get(SETTING) if conf is not None else None
-        seconds = float(raw) if raw else 0.0
+        try:
+            registry.set_idle_timeout(float(raw) if raw else 0.0)
+        except (TypeError, ValueError) as exc:
+            log.warning("the Celery setting %s: %s; no idle timeout", SETTING, exc)
+        return
     registry.set_idle_timeout(seconds)
 
 
@@ -69,7 +72,7 @@ def _on_worker_init(sender: Any = None, **_: Any) -> None:
 
 
 def _on_process_init(**_: Any) -> None:
-    released = registry.forget_inherited()
+    released = registry.release_inherited()
     if released:
         log.debug("released %d proxies inherited from the parent", released)
     # The pool child has made the worker's app current before this signal.

@@ -1,98 +1,45 @@
-"""Exceptions raised by the fixed ProxyCommand.
+"""The exceptions a fixed ProxyCommand raises.
 
-They subclass paramiko's ``ProxyCommandFailure``, so existing ``except``
-clauses keep working and paramiko's banner reader hands them to the caller of
-``connect()`` unchanged. Their ``args`` are their constructor's arguments, so
-pickle and Celery's JSON result backend rebuild them as they were.
+``ProxyCommandExited`` and ``ProxyCommandClosed`` are the fix's own (see
+``upstream/ssh_exception.py``): on a paramiko built from ``patches/`` they are
+paramiko's classes, so both spellings name one class, and install() puts
+ours into ``paramiko.ssh_exception`` under the same names. Either way pickles
+and Celery's JSON results name ``paramiko.ssh_exception``, and a process
+of a mixed fleet rebuilds them whichever kind it is.
+
+The start errors are this package's: its spawner stands between paramiko and
+the exec, and raises what ``Popen`` would have (``FileNotFoundError``,
+``PermissionError``, ``OSError``), naming the command. All subclass
+paramiko's ``ProxyCommandFailure``, and their ``args`` are their
+constructor's, so pickle and Celery's JSON result backend rebuild them.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import signal
 
+from paramiko import ssh_exception
 from paramiko.ssh_exception import ProxyCommandFailure, SSHException
 
-__all__ = [  # in the order they are defined
-    "signal_name",
-    "describe_status",
-    "ProxyCommandExited",
+from .upstream import ssh_exception as _ours
+
+__all__ = [
     "ProxyCommandClosed",
-    "ProxyCommandStartError",
+    "ProxyCommandExited",
+    "ProxyCommandForeign",
     "ProxyCommandNotFound",
     "ProxyCommandNotPermitted",
-    "ProxyCommandForeign",
+    "ProxyCommandStartError",
 ]
 
-
-def signal_name(number: int) -> str:
-    """``SIGKILL`` for 9; ``signal 77`` for a number with no name."""
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
-
-
-def describe_status(returncode: int | None) -> str:
-    """How a proxy ended, from its status (negative: the signal; None: unknown)."""
-    if returncode is None:
-        return "ended; its exit status was collected by another part of this process"
-    if returncode < 0:
-        return f"was killed by {signal_name(-returncode)}"
-    return f"exited with status {returncode}"
-
-
-def _init(exc: ProxyCommandFailure, command: str, error: str, *args: object) -> None:
-    # args as the constructor took them; command and error as paramiko has them
-    SSHException.__init__(exc, command, *args)
-    exc.command = command
-    exc.error = error
-
-
-class ProxyCommandExited(ProxyCommandFailure, EOFError):
-    """The proxy process ended: its exit status and the tail of its stderr.
-
-    ``returncode`` is negative for a signal and None when another part of the
-    process (a SIGCHLD handler, ``SIGCHLD=SIG_IGN``, an event loop's child
-    watcher) collected the status first. It is also an ``EOFError``: code
-    that treats a closed stream as EOF ends the same way.
-    """
-
-    def __init__(
-        self, command: str, returncode: int | None, stderr_tail: str = ""
-    ) -> None:
-        self.returncode = returncode
-        self.signal_name = (
-            signal_name(-returncode)
-            if returncode is not None and returncode < 0
-            else None
-        )
-        self.stderr_tail = stderr_tail
-        error = describe_status(returncode)
-        # ssh writes CRLF line ends to stderr; keep messages to plain lines
-        shown = stderr_tail.replace("\r\n", "\n").strip()
-        if shown:
-            error += f"; stderr: {shown}"
-        _init(self, command, error, returncode, stderr_tail)
-
-    def __str__(self) -> str:
-        return f"ProxyCommand({self.command!r}) {self.error}"
-
-
-class ProxyCommandClosed(ProxyCommandFailure):
-    """The ProxyCommand was used after its owner closed it.
-
-    An SSHException, as upstream's failure on a closed proxy was: code that
-    reuses a ProxyCommand for a new connection (sshtunnel's ``restart()``)
-    gets an error it knows.
-    """
-
-    def __init__(self, command: str, error: str = "the proxy was closed") -> None:
-        _init(self, command, error, error)
-
-    def __str__(self) -> str:
-        return f"ProxyCommand({self.command!r}): {self.error}"
+# A paramiko built from patches/ has them; before install() nothing else puts
+# them there.
+_home = ssh_exception if hasattr(ssh_exception, "ProxyCommandExited") else _ours
+ProxyCommandExited: type[_ours.ProxyCommandExited] = _home.ProxyCommandExited
+ProxyCommandClosed: type[_ours.ProxyCommandClosed] = _home.ProxyCommandClosed
+#: What 0.2 raised on a ProxyCommand inherited by fork; now that is a closed one.
+ProxyCommandForeign = ProxyCommandClosed
 
 
 class ProxyCommandStartError(ProxyCommandFailure, OSError):
@@ -103,27 +50,35 @@ class ProxyCommandStartError(ProxyCommandFailure, OSError):
     subclass, a non-executable one the ``PermissionError`` subclass.
     """
 
-    def __init__(self, command: str, error: str, errno: int | None = None) -> None:
-        _init(self, command, error, error, errno)
+    def __init__(
+        self,
+        command: str,
+        error: str,
+        errno: int | None = None,
+        filename: str | None = None,
+    ) -> None:
+        SSHException.__init__(self, command, error, errno, filename)
+        self.command = command
+        self.error = error
         # OSError's own constructor read our arguments as (errno, strerror,
         # filename): set its fields to what they mean here.
         self.errno = errno
         self.strerror = error
-        self.filename = None
-        self.args = (command, error, errno)
+        self.filename = filename
+        self.args = (command, error, errno, filename)
 
     def __str__(self) -> str:
-        return f"ProxyCommand({self.command!r}) could not start: {self.error}"
+        return f'ProxyCommand("{self.command}") could not start: {self.error}'
 
     @staticmethod
     def for_errno(command: str, number: int, what: str) -> ProxyCommandStartError:
         """The subclass that matches ``number``, as ``OSError(number)`` would be."""
         error = f"{os.strerror(number)}: {what!r}"
         if number == errno.ENOENT:
-            return ProxyCommandNotFound(command, error, number)
+            return ProxyCommandNotFound(command, error, number, what)
         if number in (errno.EACCES, errno.EPERM):
-            return ProxyCommandNotPermitted(command, error, number)
-        return ProxyCommandStartError(command, error, number)
+            return ProxyCommandNotPermitted(command, error, number, what)
+        return ProxyCommandStartError(command, error, number, what)
 
 
 class ProxyCommandNotFound(ProxyCommandStartError, FileNotFoundError):
@@ -132,22 +87,3 @@ class ProxyCommandNotFound(ProxyCommandStartError, FileNotFoundError):
 
 class ProxyCommandNotPermitted(ProxyCommandStartError, PermissionError):
     """The proxy command cannot be run (upstream raised PermissionError)."""
-
-
-class ProxyCommandForeign(ProxyCommandFailure):
-    """This ProxyCommand belongs to another process (it was inherited by fork).
-
-    Its pipes are shared with the owner; reading or writing them here would
-    corrupt the owner's SSH stream, so the forked copy refuses to.
-    """
-
-    def __init__(self, command: str, owner_pid: int) -> None:
-        self.owner_pid = owner_pid
-        error = (
-            f"belongs to process {owner_pid}; it was inherited by fork and "
-            "cannot be used here. Open a new connection in this process."
-        )
-        _init(self, command, error, owner_pid)
-
-    def __str__(self) -> str:
-        return f"ProxyCommand({self.command!r}) {self.error}"

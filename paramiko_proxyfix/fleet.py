@@ -30,8 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import _registry as registry  # ours, or the one inside a patched paramiko
-from . import procfs
+from . import procfs, registry
 
 __all__ = ["close_idle", "enable_publishing", "report", "run_dir", "withdraw"]
 

@@ -1,21 +1,24 @@
 """What the fix logs, and how paramiko's transport thread is kept quiet about it.
 
-A proxy that ends is an operator's event, not a bug: the package logs one
-WARNING line on the ``paramiko_proxyfix`` logger (command, pid, status, the
-last stderr line). paramiko's transport thread would log the same end at
-ERROR with a traceback ("Exception (client): ..."), printed to stderr by
-Python's last-resort handler in an app that never configured logging. A
-filter on paramiko's transport logger turns exactly those records, for an
-exception this package raised in that thread, into one DEBUG line.
+A proxy that ends by itself is an operator's event, not a bug: one line on
+the ``paramiko_proxyfix`` logger (pid, command with secrets hidden, status,
+the last stderr line), WARNING, or INFO for exit status 0. paramiko's
+transport thread would log the same end at ERROR with a traceback
+(``Exception (client): ...``), printed to stderr by Python's last-resort
+handler in an app that never configured logging. A filter on paramiko's
+transport logger turns exactly those records, for a proxy end this thread
+just saw, into one DEBUG line.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, TypeVar
 
-__all__ = ["QuietProxyEnd", "log", "note_end", "quiet_transport", "raising"]
+from .redact import printable, redact
+from .upstream.ssh_exception import ProxyCommandExited
+
+__all__ = ["QuietProxyEnd", "describe", "log", "note_end", "quiet_transport"]
 
 log = logging.getLogger("paramiko_proxyfix")
 
@@ -23,16 +26,6 @@ log = logging.getLogger("paramiko_proxyfix")
 TRANSPORT_LOGGER = "paramiko.transport"
 
 _local = threading.local()
-
-
-_E = TypeVar("_E", bound=BaseException)
-
-
-def raising(exc: _E) -> _E:
-    """Remember that this thread is about to raise ``exc``, an expected end."""
-    _local.expected = str(exc)
-    _local.swallowing = False
-    return exc
 
 
 class QuietProxyEnd(logging.Filter):
@@ -43,15 +36,15 @@ class QuietProxyEnd(logging.Filter):
             _local.swallowing = False  # the traceback lines have all passed
             return True
         expected = getattr(_local, "expected", None)
-        if expected is None:
-            return True
         msg = record.msg
         if (
-            isinstance(msg, str)
+            expected is not None
+            and isinstance(msg, str)
             and msg.startswith("Exception (")
-            and msg.endswith(expected)
+            and expected in msg
         ):
             # The traceback lines that follow, one record each, go too.
+            _local.expected = None
             _local.swallowing = True
             record.levelno = logging.DEBUG
             record.levelname = "DEBUG"
@@ -72,18 +65,30 @@ def quiet_transport(on: bool) -> None:
         logger.removeFilter(_filter)
 
 
-def note_end(proxy: Any, returncode: int | None, stderr_tail: str) -> None:
-    """One line for a proxy that ended by itself: WARNING unless it exited 0."""
-    from .errors import describe_status
+def describe(returncode: int | None, status_known: bool = True) -> str:
+    """How a proxy ended, from its status (negative: the signal)."""
+    if not status_known or returncode is None:
+        return "ended; another part of this process collected its exit status"
+    # The exception's own wording, signal names included.
+    return str(ProxyCommandExited("", returncode).error)
 
-    lines = stderr_tail.replace("\r\n", "\n").strip().splitlines()
-    last = f"; stderr: {lines[-1]}" if lines else ""
-    level = logging.INFO if returncode == 0 else logging.WARNING
+
+def note_end(
+    pid: int, argv: list[str], returncode: int, status_known: bool, stderr: str
+) -> None:
+    """One line for a proxy that ended by itself; the transport's ERROR for the
+    exception about to be raised in this thread becomes DEBUG."""
+    if returncode != 0 and status_known:
+        _local.expected = f'ProxyCommand("{" ".join(argv)}") '
+        _local.swallowing = False
+    lines = stderr.replace("\r\n", "\n").strip().splitlines()
+    last = f"; stderr: {printable(lines[-1])}" if lines else ""
+    level = logging.WARNING if returncode != 0 or not status_known else logging.INFO
     log.log(
         level,
         "proxy %d (%s) %s%s",
-        proxy.pid,
-        proxy.command,
-        describe_status(returncode),
+        pid,
+        printable(redact(argv)),
+        describe(returncode, status_known),
         last,
     )

@@ -1,41 +1,93 @@
-"""The hook on paramiko's packet read loop, for ProxyCommands that read on their own.
+"""The hook on paramiko's packet read loop: for proxies whose end recv() cannot see.
 
 ``Packetizer.read_all`` calls ``_check_keepalive`` each time its socket's
-``recv`` times out. For a ProxyCommand the fix started whose class overrides
-``recv`` (with upstream's spinning one, say), the replacement first asks
-whether the proxy has ended with nothing left to read, and ends the loop. The
-fixed ``recv`` makes that check itself, and instances the fix does not manage
-are left alone: the hook never raises anything else.
+``recv`` times out (ten times a second on an idle connection). For a
+ProxyCommand there, at most every CHECK_EVERY seconds, the replacement asks
+whether the proxy ended although its output did not (a process it started
+still holds the pipe), and ends the loop:
+
+- a proxy that failed (non-zero status, or killed) ends the connection with
+  its ``ProxyCommandExited``; one that exited 0 does not, because a launcher
+  such as ``setsid`` hands its pipes to its child;
+- a ProxyCommand whose recv is not the fix's (a subclass with upstream's
+  spinning one, or an instance made before install()): EOF once its proxy
+  ended and nothing is left to read.
+
+It also lets a grown pipe of an idle proxy shrink back. It never raises
+anything else.
 """
 
 from __future__ import annotations
 
+import select
+import time
 from typing import Any, Callable
 
 from paramiko.proxy import ProxyCommand
 
-from .fixed import PROCESS_ATTR, FixedProxyCommand
+from .errors import ProxyCommandExited
+from .extras import extras_of
 from .logs import log
 
-__all__ = ["make_check_keepalive"]
+__all__ = ["CHECK_EVERY", "make_check_keepalive"]
 
-_RECV = vars(FixedProxyCommand)["recv"]
+#: Seconds between two looks at one proxy's status (a waitid() costs more the
+#: more children and threads a process has).
+CHECK_EVERY = 0.25
+_POLLHUP = getattr(select, "POLLHUP", 16)
 
 
-def make_check_keepalive(original: Callable[[Any], None]) -> Callable[[Any], None]:
+def _writers_gone(fd: int) -> bool:
+    probe = getattr(select, "poll", None)
+    if probe is None:
+        return True  # cannot tell: take the exit as the end
+    p = probe()
+    p.register(fd, select.POLLIN)
+    return any(ev & _POLLHUP for _, ev in p.poll(0))
+
+
+def check_ended(sock: Any, own_recv: bool) -> None:
+    """Raise EOFError (or ProxyCommandExited) if ``sock``'s proxy has ended in
+    a way its recv() does not report."""
+    extras = extras_of(sock)
+    if extras is not None:
+        now = time.monotonic()
+        extras.io.idle(now)
+        if now < extras.next_check:
+            return
+        extras.next_check = now + CHECK_EVERY
+        code = extras.child.poll()
+    else:
+        process = getattr(sock, "process", None)
+        code = process.poll() if process is not None else None
+    if code is None:
+        return
+    if own_recv:
+        if code == 0 or (extras is not None and not extras.child.status_known):
+            return  # a launcher's child has the connection now
+        sock._on_ended(code)
+        raise sock._exit_error(code)
+    if not _writers_gone(sock.process.stdout.fileno()):
+        return
+    if code == 0:
+        raise EOFError()
+    raise ProxyCommandExited(" ".join(sock.cmd), code, "")
+
+
+def make_check_keepalive(
+    original: Callable[[Any], None], uses_fixed_recv: Callable[[Any], bool]
+) -> Callable[[Any], None]:
     """Wrap upstream's ``Packetizer._check_keepalive`` (saved by the caller)."""
 
     def _check_keepalive(self: Any) -> None:
         sock = getattr(self, "_Packetizer__socket", None)
-        if isinstance(sock, ProxyCommand) and type(sock).recv is not _RECV:
-            state = getattr(sock, "__dict__", {}).get(PROCESS_ATTR)
-            if state is not None:
-                try:
-                    state.check_ended()
-                except EOFError:
-                    raise  # ProxyCommandExited is one too
-                except Exception:
-                    log.debug("exit check of proxy %d failed", state.pid, exc_info=True)
+        if isinstance(sock, ProxyCommand):
+            try:
+                check_ended(sock, uses_fixed_recv(sock))
+            except EOFError:
+                raise  # ProxyCommandExited is one too
+            except Exception:
+                log.debug("exit check of a proxy failed", exc_info=True)
         original(self)
 
     _check_keepalive.__wrapped__ = original  # type: ignore[attr-defined]

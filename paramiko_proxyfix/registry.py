@@ -1,53 +1,48 @@
-"""The live proxies of this process, held weakly, what ends them, and counters.
+"""This process's live proxies, held weakly: snapshots, counters, closing, idle closing.
 
-- fork: the child releases every inherited proxy (closes its copies of the
-  pipes, signals nothing) and starts from an empty registry;
-- exit: every proxy gets SIGTERM before any is waited for, when the
-  interpreter (or a sub-interpreter) shuts its threads down, so closing many
-  costs one close timeout;
-- idle: with an idle timeout set, a thread closes proxies that had no I/O
-  for that long; it ends when no proxy is left.
+Closing goes through each ProxyCommand's own close(), the one close
+sequence. Closing many at once first sends SIGTERM to all and waits for them
+together, so many proxies cost one close timeout, not one each: those still
+running then are killed at once by their close().
 
-The lock is re-entrant: a signal handler may call close_all() while its
-thread is inside add().
+With an idle timeout set, a thread closes proxies that had no I/O for that
+long; it runs only while this process has proxies. Fork and exit are in
+lifecycle.py. The lock is re-entrant: a signal handler may close proxies
+while its thread is inside add().
 """
 
 from __future__ import annotations
 
-import atexit
-import contextlib
+import math
 import os
-import sys
+import signal
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
-from .config import check, current, env_seconds
+from .config import check_idle, current, env_idle_timeout
+from .extras import Extras, extras_of
 from .logs import log
-
-if TYPE_CHECKING:
-    from .process import ProxyProcess
+from .redact import redact
 
 __all__ = [
-    "IDLE_ENV",
     "add",
     "add_listener",
     "close_all",
     "close_idle",
     "discard",
-    "forget_inherited",
     "has_live",
     "live",
     "proxies",
+    "release_inherited",
+    "reset_after_fork",
     "set_idle_timeout",
     "stats",
 ]
 
-IDLE_ENV = "PARAMIKO_PROXYFIX_IDLE_TIMEOUT"
-
 _lock = threading.RLock()
-_live: weakref.WeakSet[ProxyProcess] = weakref.WeakSet()
+_live: weakref.WeakSet[Any] = weakref.WeakSet()
 _counters = dict.fromkeys(
     ("started", "closed", "ended_by_exit", "ended_by_signal", "killed_after_timeout"),
     0,
@@ -63,28 +58,28 @@ def _changed() -> None:
             log.debug("a registry listener failed", exc_info=True)
 
 
-def add(proxy: ProxyProcess) -> None:
+def add(proxy: Any) -> None:
     with _lock:
         _live.add(proxy)
         _counters["started"] += 1
-    if _idle_timeout is not None:
+    if _idle_timeout:
         _ensure_reaper()
     _changed()
 
 
-def discard(proxy: ProxyProcess) -> None:
+def discard(proxy: Any, extras: Extras) -> None:
     """Forget a closed proxy, counting how it ended."""
     with _lock:
         if proxy not in _live:
             return
         _live.discard(proxy)
-        code = proxy.returncode
-        if proxy.ended_before_close:
+        code = extras.child.returncode
+        if not extras.terminated:  # it ended before close() could end it
             signalled = code is not None and code < 0
             _counters["ended_by_signal" if signalled else "ended_by_exit"] += 1
         else:
-            _counters["closed"] += 1  # by us, while it ran
-            if proxy.killed:
+            _counters["closed"] += 1
+            if extras.child.killed:
                 _counters["killed_after_timeout"] += 1
     if not has_live():
         _wake_reaper()  # it ends now, not after its sleep of up to a timeout
@@ -98,11 +93,12 @@ def add_listener(listener: Callable[[], None]) -> None:
             _listeners.append(listener)
 
 
-def live() -> list[ProxyProcess]:
+def live() -> list[Any]:
     """This process's live proxies; never one that a parent process owns."""
     me = os.getpid()
     with _lock:
-        return [p for p in _live if p.owner_pid == me]
+        found = [(p, extras_of(p)) for p in _live]
+    return [p for p, x in found if x is not None and x.child.owner_pid == me]
 
 
 def has_live() -> bool:
@@ -110,38 +106,42 @@ def has_live() -> bool:
 
 
 def stats() -> dict[str, int]:
-    """Counters of this process since it started (or was forked): proxies
-    started, closed by us while running, ended on their own (by an exit
-    status or a signal), and killed because they outlived the close timeout."""
+    """Counters since this process started (or was forked): proxies started,
+    closed by us while running, ended on their own (by an exit status or a
+    signal), and killed because they outlived the close timeout."""
     with _lock:
         return dict(_counters)
 
 
 def proxies() -> list[dict[str, Any]]:
-    """A snapshot of this process's live proxies, one plain dict each."""
+    """A snapshot of this process's live proxies, one plain dict each; the
+    command with password-like values hidden."""
     now = time.monotonic()
     wall = time.time()
     out = []
     for p in live():
-        idle = now - p.pipes.last_io
-        if not p.poll_status():
+        x = extras_of(p)
+        assert x is not None
+        code = x.child.poll()
+        if code is None:
             state = "running"
-        elif p.returncode is None:
+        elif not x.child.status_known:
             state = "ended(unknown)"
         else:
-            state = f"exited({p.returncode})"
+            state = f"exited({code})"
+        idle = now - x.io.last_io
         out.append(
             {
-                "pid": p.pid,
-                "owner_pid": p.owner_pid,
-                "command": p.command,
-                "started": p.started,
-                "start_ticks": p.start_ticks,
-                "age": wall - p.started,
+                "pid": x.child.pid,
+                "owner_pid": x.child.owner_pid,
+                "command": redact(x.argv),
+                "started": x.started,
+                "start_ticks": x.child.start_ticks,
+                "age": wall - x.started,
                 "idle_seconds": idle,
                 "last_io": wall - idle,
-                "bytes_in": p.pipes.bytes_in,
-                "bytes_out": p.pipes.bytes_out,
+                "bytes_in": x.io.bytes_in,
+                "bytes_out": x.io.bytes_out,
                 "state": state,
             }
         )
@@ -151,54 +151,74 @@ def proxies() -> list[dict[str, Any]]:
 def close_all(timeout: float | None = None) -> int:
     """Close every live proxy of this process; return how many.
 
-    All get SIGTERM before any is waited for, and SIGKILL at half of
-    ``timeout`` (default: the close_timeout setting), so closing many costs
-    one timeout, not one each.
+    All get SIGTERM before any is waited for; those still running after
+    ``timeout`` (default: the close_timeout setting) get SIGKILL.
     """
     return _close(live(), timeout)
 
 
+def check_seconds(seconds: object) -> float:
+    """An idle time to close proxies after: a finite number > 0."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise TypeError(f"seconds must be a number, not {seconds!r}")
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(
+            f"seconds must be a finite number > 0, not {seconds!r} "
+            "(close_all() closes every proxy)"
+        )
+    return float(seconds)
+
+
 def close_idle(seconds: float, timeout: float | None = None) -> int:
     """Close the proxies with no I/O for ``seconds``; return how many."""
-    cutoff = time.monotonic() - seconds
-    return _close([p for p in live() if p.pipes.last_io <= cutoff], timeout)
+    cutoff = time.monotonic() - check_seconds(seconds)
+    return _close([p for p in live() if _extras(p).io.last_io <= cutoff], timeout)
 
 
-def _close(victims: list[ProxyProcess], timeout: float | None) -> int:
+def _extras(proxy: Any) -> Extras:
+    x = extras_of(proxy)
+    assert x is not None
+    return x
+
+
+def _close(victims: list[Any], timeout: float | None) -> int:
     if not victims:
-        return 0  # also where the fix never ran: process.py may not import
-    from .process import terminate_all
-
+        return 0
     total = current().close_timeout if timeout is None else timeout
+    for p in victims:
+        if p._wait(0) is None:
+            p._signal(signal.SIGTERM)
     deadline = time.monotonic() + total
-    # Another thread already closing one finishes it; leave it to that thread.
-    mine = [p for p in victims if p.begin_close()]
-    terminate_all(mine, total)
-    for p in mine:  # all have ended (or been given up on): no waiting here
-        p.finish_close(max(0.0, deadline - time.monotonic()))
-    return len(mine)
+    for p in victims:
+        p._wait(max(0.0, deadline - time.monotonic()))
+    for p in victims:
+        # They have had their time: close() sends SIGKILL to any still running.
+        p.close_timeout = 0.0
+        p.close()
+    return len(victims)
 
 
-def forget_inherited() -> int:
-    """Release the proxies a parent process left here; return how many.
-
-    Runs by itself in every child made by fork. Their owner keeps using them:
-    the child only closes its copies of the pipes and signals nothing.
-    """
+def release_inherited() -> int:
+    """In a forked child: let go of the proxies a parent process left here;
+    return how many. Their owner keeps them: this process closes its copies
+    of the pipes and signals nothing."""
     global _live
     me = os.getpid()
     with _lock:
-        inherited = [p for p in _live if p.owner_pid != me]
-        if inherited:
-            _live = weakref.WeakSet(p for p in _live if p.owner_pid == me)
+        inherited = [p for p in _live if _extras(p).child.owner_pid != me]
+        _live = weakref.WeakSet(p for p in _live if p not in inherited)
     for p in inherited:
-        p.release_inherited()
+        x = _extras(p)
+        x.child.release_inherited()
+        if x.io.grown is not None:
+            x.io.grown.forget()
+        p.close()  # in a forked copy, close() only drops the pipes
     return len(inherited)
 
 
 # -- idle timeout -------------------------------------------------------------
 
-_idle_timeout: float | None = env_seconds(IDLE_ENV, 0.0) or None
+_idle_timeout: float = env_idle_timeout()
 _reaper_lock = threading.Lock()
 #: (pid, wake-up event, thread) of the reaper running in this process, if any.
 _reaper: tuple[int, threading.Event, threading.Thread] | None = None
@@ -211,11 +231,9 @@ def set_idle_timeout(seconds: float | None) -> None:
     default comes from PARAMIKO_PROXYFIX_IDLE_TIMEOUT.
     """
     global _idle_timeout
-    if seconds is not None:
-        check("idle timeout", seconds)
-    _idle_timeout = seconds or None
+    _idle_timeout = check_idle(seconds)
     _wake_reaper()  # recompute its deadline, or end
-    if _idle_timeout is not None and has_live():
+    if _idle_timeout and has_live():
         _ensure_reaper()
 
 
@@ -238,7 +256,7 @@ def _ensure_reaper() -> None:
         _reaper = (os.getpid(), wake, thread)
 
 
-def _wake_reaper(join: float = 0.0) -> None:
+def wake_reaper(join: float = 0.0) -> None:
     """Make the reaper look again (it ends if nothing is left to watch), and
     wait up to ``join`` seconds for it to end.
 
@@ -253,62 +271,34 @@ def _wake_reaper(join: float = 0.0) -> None:
         reaper[2].join(join)
 
 
+_wake_reaper = wake_reaper
+
+
 def _reap_idle(wake: threading.Event) -> None:
     global _reaper
     while True:
         seconds = _idle_timeout
         with _reaper_lock:  # re-checked under the lock that starts reapers
-            if _idle_timeout is None or not has_live():
+            if not _idle_timeout or not has_live():
                 _reaper = None
                 return
-        assert seconds is not None
         try:
             close_idle(seconds)
         except Exception:
             log.exception("closing idle proxies failed")
-        last = [p.pipes.last_io for p in live()]
+        last = [_extras(p).io.last_io for p in live()]
         # Sleep until the least recently used proxy becomes idle, no longer.
         wait = min(last) + seconds - time.monotonic() if last else 0.0
         wake.wait(max(wait, 0.05))
         wake.clear()
 
 
-# -- fork and exit ------------------------------------------------------------
-
-
-def _after_fork_in_child() -> None:
-    # Only the forking thread survives: locks held by other parent threads
-    # would stay held, and the parent's reaper thread does not exist here.
+def reset_after_fork() -> None:
+    """In a forked child (see lifecycle.py): locks another parent thread may
+    have held, and the parent's reaper thread, do not exist here."""
     global _lock, _reaper_lock, _reaper
-    from .spawn import forked_for_exec
-
-    if forked_for_exec():
-        return
     _lock = threading.RLock()
     _reaper_lock = threading.Lock()
     _reaper = None
     for key in _counters:
         _counters[key] = 0
-    forget_inherited()
-
-
-def _at_exit() -> None:
-    """Close every proxy at once, then end our threads."""
-    close_all()
-    _wake_reaper(join=1.0)
-    # No spawner without spawn.py; on a platform the fix refused, it may not
-    # even import (no subprocess).
-    spawn = sys.modules.get(f"{__package__}.spawn")
-    if spawn is not None:
-        spawn.stop_spawner()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-# threading's own exit hooks run when the interpreter, or a sub-interpreter,
-# shuts its threads down: before our threads would keep it from ending.
-_register = getattr(threading, "_register_atexit", None)
-if _register is not None:
-    with contextlib.suppress(RuntimeError):  # already shutting down
-        _register(_at_exit)
-atexit.register(_at_exit)

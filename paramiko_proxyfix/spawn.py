@@ -13,11 +13,11 @@ has no thread of ours (Python 3.12+ warns on fork() in a threaded process;
 a sub-interpreter cannot end while a thread of its own runs).
 
 The signal is set by util-linux's ``setpriv --pdeathsig``, which then execs
-the proxy, where it exists and Python starts children with vfork() (3.10+);
-else in a ``preexec_fn``, which makes subprocess fork(). Under gevent or
-eventlet, threads are greenlets on the main thread: proxies are started
-directly, and the signal follows the main thread, which lives as long as the
-process.
+the proxy, where root installed it at a fixed path (never from PATH) and
+Python starts children with vfork() (3.10+); else in a ``preexec_fn``, which
+makes subprocess fork(). Under gevent or eventlet, threads are greenlets on
+the main thread: proxies are started directly, and the signal follows the
+main thread, which lives as long as the process.
 """
 
 from __future__ import annotations
@@ -26,19 +26,21 @@ import ctypes
 import errno
 import os
 import queue
-import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
 from typing import Any, Callable
 
+from . import registry
 from .errors import ProxyCommandStartError
 
 __all__ = [
     "forked_for_exec",
     "green_threads",
     "has_controlling_tty",
+    "reset_after_fork",
     "run_in_background",
     "spawn",
     "stop_spawner",
@@ -65,10 +67,6 @@ def _load_prctl() -> Callable[..., int] | None:
 
 _prctl = _load_prctl()
 
-#: Whether live proxies still need the spawner (their parent-death signal
-#: follows it); process.py points it at the registry.
-keep_alive: Callable[[], bool] = lambda: False  # noqa: E731
-
 
 def green_threads() -> bool:
     """Whether gevent or eventlet turned this process's threads into greenlets."""
@@ -89,21 +87,42 @@ def has_controlling_tty() -> bool:
     return True
 
 
+#: Where util-linux installs setpriv. Never taken from PATH: a directory on
+#: PATH that someone else can write would run their program with the proxy's
+#: command line.
+SETPRIV_PATHS = ("/usr/bin/setpriv", "/bin/setpriv")
 #: setpriv's path once known to take --pdeathsig; "" once known unusable.
 _setpriv: str | None = None
 
 
+def _trusted(path: str) -> bool:
+    """Whether ``path`` and its directory belong to root and only root may
+    change them (no write bit for group or others)."""
+    real = os.path.realpath(path)
+    try:
+        for st in (os.stat(real), os.stat(os.path.dirname(real))):
+            if st.st_uid != 0 or st.st_mode & 0o022:
+                return False
+        return stat.S_ISREG(os.stat(real).st_mode) and os.access(real, os.X_OK)
+    except OSError:
+        return False
+
+
 def _find_setpriv() -> str:
-    """setpriv(1), if it sets a parent-death signal and saves a fork()."""
+    """setpriv(1) at a fixed, root-owned path, if it sets a parent-death
+    signal; it saves the fork() a preexec_fn costs."""
     global _setpriv
     if _setpriv is not None:
         return _setpriv
-    path = shutil.which("setpriv") if sys.version_info >= (3, 10) else None
-    if not path:
+    found = [p for p in SETPRIV_PATHS if _trusted(p)]
+    if sys.version_info < (3, 10) or not found:
         _setpriv = ""
         return ""
+    path = os.path.realpath(found[0])
     try:
-        usage = subprocess.run([path, "--help"], capture_output=True, timeout=5).stdout
+        usage = subprocess.run(
+            [path, "--help"], capture_output=True, timeout=5, env={"LC_ALL": "C"}
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return ""  # maybe out of descriptors for now: ask again next time
     _setpriv = path if b"--pdeathsig" in usage else ""
@@ -188,13 +207,15 @@ def _popen(argv: list[str], own_group: bool, die_with: int | None) -> Any:
         if setpriv:
             _check_runnable(argv[0])
         try:
-            return start(preexec)
+            process = start(preexec)
         except RuntimeError:
             if preexec is None:
                 raise
             # A sub-interpreter (mod_wsgi) cannot run a preexec_fn: start the
             # proxy as upstream does, without the parent-death signal.
-            return start(None)
+            process = start(None)
+        process.args = argv  # the command, as upstream has it, not setpriv's
+        return process
     except OSError as exc:
         number = exc.errno or errno.EIO
         raise ProxyCommandStartError.for_errno(" ".join(argv), number, argv[0]) from exc
@@ -236,7 +257,7 @@ class _Spawner:
                 return self.jobs.get_nowait()
             except queue.Empty:
                 pass
-            if keep_alive():
+            if registry.has_live():  # their death signal follows this thread
                 return lambda: None
             if _spawner is self:
                 _spawner = None
@@ -291,20 +312,14 @@ def forked_for_exec() -> bool:
     return _spawner_ident is not None and threading.get_ident() == _spawner_ident
 
 
-def _after_fork_in_child() -> None:
-    # The parent's spawner thread does not exist here, and its lock may have
-    # been held by another parent thread at the moment of fork.
+def reset_after_fork() -> None:
+    """In a forked child (see lifecycle.py): the parent's spawner thread does
+    not exist here, and another parent thread may have held its lock."""
     global _spawner, _spawner_lock, _spawner_ident
-    if forked_for_exec():
-        return
     # A thread of this child may be given the dead spawner's id.
     _spawner_ident = None
     _spawner = None
     _spawner_lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def spawn(argv: list[str]) -> tuple[Any, bool]:
@@ -315,6 +330,8 @@ def spawn(argv: list[str]) -> tuple[Any, bool]:
     terminal it stays in ours, so ``ssh`` can still ask for a passphrase
     there. Errors are raised here, in the caller's thread.
     """
+    if not argv:
+        raise ProxyCommandStartError("", "the command line is empty")
     own_group = not has_controlling_tty()
     if _prctl is None or green_threads():
         return _popen(

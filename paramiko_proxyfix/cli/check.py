@@ -14,6 +14,7 @@ from typing import Any
 import paramiko
 
 from .. import _patch
+from ..config import disabled_by_env
 from .incident import killed_proxy
 from .loopback import LoopbackServer
 
@@ -28,7 +29,7 @@ def _step(name: str, ok: bool, detail: str) -> dict[str, Any]:
 
 
 def _preconditions() -> list[dict[str, Any]]:
-    if _patch.disabled_by_env():
+    if disabled_by_env():
         return [
             _step(
                 "enabled",
