@@ -113,8 +113,11 @@ class ProxyChild:
         poller = getattr(select, "poll", None)  # looked up now: monkey-patching
         watch = None
         if self.pidfd is not None and poller is not None:
-            watch = poller()  # a pidfd turns readable when its process exits
-            watch.register(self.pidfd, select.POLLIN)
+            try:
+                watch = poller()  # a pidfd turns readable when its process exits
+                watch.register(self.pidfd, select.POLLIN)
+            except OSError:  # out of descriptors, say: sleep between looks
+                watch = None
         delay = 0.0005
         while self.poll() is None:
             left = deadline - time.monotonic()
@@ -135,13 +138,13 @@ class ProxyChild:
         if sig == signal.SIGKILL and self.poll() is None:
             self.killed = True
         if self.own_group:
-            gate.signal_child(self.pid, self.pidfd, sig, group=True)
+            gate.signal_child(self.pid, self.pidfd, sig, True, self.start_ticks)
             return
         # Pinned before the proxy is signalled: once it is gone they are no
         # longer its children, and nothing proves they were.
         pins = self._descendants()
         try:
-            gate.signal_child(self.pid, self.pidfd, sig, group=False)
+            gate.signal_child(self.pid, self.pidfd, sig, False, self.start_ticks)
             for p in pins:
                 p.send(sig)
         finally:
@@ -164,7 +167,9 @@ class ProxyChild:
         if self.state == FOREIGN:
             return
         if self.own_group and self.poll() is not None and self.state == ENDED:
-            gate.signal_child(self.pid, self.pidfd, signal.SIGKILL, group=True)
+            gate.signal_child(
+                self.pid, self.pidfd, signal.SIGKILL, True, self.start_ticks
+            )
         self.reap()
         fd, self.pidfd = self.pidfd, None
         if fd is not None:

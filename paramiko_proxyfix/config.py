@@ -80,7 +80,9 @@ def check(name: str, value: object) -> float | int:
     number = _number(name, value, whole)
     low, high = BOUNDS[name]
     if not low <= number <= high:
-        raise ValueError(f"{name} must be between {low:g} and {high:g}, not {value!r}")
+        raise ValueError(
+            f"{name} must be between {_num(low)} and {_num(high)}, not {value!r}"
+        )
     return int(number) if whole else number
 
 
@@ -92,10 +94,14 @@ def check_idle(seconds: object) -> float:
     low, high = BOUNDS["idle_timeout"]
     if value != 0 and not low <= value <= high:
         raise ValueError(
-            f"an idle timeout is 0 (never) or {low:g} to {high:g} seconds, "
+            f"an idle timeout is 0 (never) or {_num(low)} to {_num(high)} seconds, "
             f"not {seconds!r}"
         )
     return float(value)
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
 def _warn(message: str) -> None:
@@ -111,12 +117,13 @@ def _env(variable: str, default: float, low: float, high: float) -> float:
     except ValueError:
         value = math.nan
     if not math.isfinite(value):
-        _warn(f"{variable}={raw!r} is not a number; using the default, {default:g}")
+        _warn(f"{variable}={raw!r} is not a number; using the default, {_num(default)}")
         return default
     if not low <= value <= high:
         bound = low if value < low else high
         _warn(
-            f"{variable}={raw!r} is out of range ({low:g} to {high:g}); using {bound:g}"
+            f"{variable}={raw!r} is out of range ({_num(low)} to {_num(high)}); "
+            f"using {_num(bound)}"
         )
         return bound
     return value

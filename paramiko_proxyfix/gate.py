@@ -89,9 +89,13 @@ def _group_through(pidfd: int) -> bool:
     return group_through_pidfd
 
 
-def signal_child(pid: int, pidfd: int | None, sig: int, group: bool) -> None:
+def signal_child(
+    pid: int, pidfd: int | None, sig: int, group: bool, start_ticks: int | None
+) -> None:
     """Send ``sig`` to our child ``pid``; with ``group``, to the process group
-    it leads (it was started in a session of its own)."""
+    it leads (it was started in a session of its own). ``start_ticks`` (when
+    it started) tells it from a later process with its number where there is
+    no pidfd."""
     if pidfd is not None:
         assert _send is not None
         with contextlib.suppress(ProcessLookupError):
@@ -100,12 +104,21 @@ def signal_child(pid: int, pidfd: int | None, sig: int, group: bool) -> None:
             with contextlib.suppress(ProcessLookupError):
                 _send(pidfd, sig, None, PIDFD_SIGNAL_PROCESS_GROUP)
             return
-    elif unreaped(pid, None):
+    elif _same_process(pid, start_ticks) and unreaped(pid, None):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
-    if group and unreaped(pid, pidfd):
+    if group and _same_process(pid, start_ticks) and unreaped(pid, pidfd):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, sig)
+
+
+def _same_process(pid: int, start_ticks: int | None) -> bool:
+    """Whether ``pid`` is still the process that started at ``start_ticks``
+    (if that was recorded): a later one with its number started later."""
+    if start_ticks is None:
+        return True
+    info = procfs.stat(pid) if procfs.is_ours() else None
+    return info is not None and info.start_ticks == start_ticks
 
 
 class Pin:

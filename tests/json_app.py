@@ -47,5 +47,7 @@ def fail(kind: str) -> Any:
         proxy.close()
         proxy.send(b"late")
     if kind == "foreign":
-        raise paramiko_proxyfix.ProxyCommandForeign("ssh -W t:22 b", 4242)
+        raise paramiko_proxyfix.ProxyCommandForeign(
+            "ssh -W t:22 b", "belongs to process 4242"
+        )
     raise ValueError(kind)

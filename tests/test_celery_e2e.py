@@ -26,10 +26,9 @@ from paramiko.proxy import ProxyCommand
 import paramiko_proxyfix
 import paramiko_proxyfix.celery as pfx_celery
 from paramiko_proxyfix import ProxyCommandForeign, registry
-from paramiko_proxyfix.fixed import proxy_process_of
-from paramiko_proxyfix.process import wait_until
+from paramiko_proxyfix.extras import extras_of
 from tests.celery_app.support import ssh_env
-from tests.support import STUBBORN, capped
+from tests.support import STUBBORN, capped, wait_until
 from tests.support.sshd import Sshd
 
 pytestmark = pytest.mark.timeout(120)
@@ -78,8 +77,11 @@ def idle_reset(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
 def test_pool_process_init_releases_what_the_parent_left(idle_reset: Any) -> None:
     """The fork hook has done it already; the signal makes sure, signalling nothing."""
     pc = ProxyCommand("sleep 60")  # ignores stdin: only a signal would end it
-    state = proxy_process_of(pc)
-    state.owner_pid = 1  # as if inherited from another process
+    # As if inherited from another process: its fix and its extras say so.
+    pc._pid = 1
+    extras = extras_of(pc)
+    assert extras is not None
+    extras.child.owner_pid = 1
     try:
         signals.worker_process_init.send(sender="test")
         assert paramiko_proxyfix.proxies() == []

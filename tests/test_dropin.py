@@ -28,7 +28,7 @@ from paramiko.proxy import ProxyCommand
 
 import paramiko_proxyfix
 from paramiko_proxyfix import _patch
-from paramiko_proxyfix.fixed import PROCESS_ATTR
+from paramiko_proxyfix.extras import ATTR as PROCESS_ATTR
 from tests.support import REPO_ROOT, upstream_method
 from tests.support.fakeserver import FakeServer
 
@@ -188,12 +188,11 @@ def _examples() -> list[BaseException]:
     return [
         paramiko_proxyfix.ProxyCommandExited("ssh -W t:22 b", -9, "killed\r\n"),
         paramiko_proxyfix.ProxyCommandExited("ssh -W t:22 b", 255, "no route"),
-        paramiko_proxyfix.ProxyCommandExited("ssh -W t:22 b", None),
         paramiko_proxyfix.ProxyCommandClosed("ssh -W t:22 b"),
         paramiko_proxyfix.ProxyCommandStartError("", "the command line is empty"),
         paramiko_proxyfix.ProxyCommandNotFound("nope", "No such file", errno.ENOENT),
         paramiko_proxyfix.ProxyCommandNotPermitted("x", "Permission", errno.EACCES),
-        paramiko_proxyfix.ProxyCommandForeign("ssh -W t:22 b", 4242),
+        paramiko_proxyfix.ProxyCommandClosed("ssh -W t:22 b", "belongs to process 42"),
     ]
 
 
@@ -268,7 +267,11 @@ def json_worker() -> Iterator[Any]:
             {"errno": errno.ENOENT},
         ),
         ("closed", paramiko_proxyfix.ProxyCommandClosed, {}),
-        ("foreign", paramiko_proxyfix.ProxyCommandForeign, {"owner_pid": 4242}),
+        (
+            "foreign",
+            paramiko_proxyfix.ProxyCommandForeign,
+            {"error": "belongs to process 4242"},
+        ),
     ],
 )
 def test_exceptions_survive_celerys_json_result_backend(
@@ -324,15 +327,15 @@ def test_bad_environment_values_warn_and_use_the_defaults(disable: str) -> None:
         PARAMIKO_PROXYFIX_DISABLE=disable,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["1.0", "4096", "None", str(not disable)]
-    for variable, default in (
-        ("PARAMIKO_PROXYFIX_CLOSE_TIMEOUT='one second'", "1"),
-        ("PARAMIKO_PROXYFIX_STDERR_TAIL='-5'", "4096"),
-        ("PARAMIKO_PROXYFIX_IDLE_TIMEOUT='nan'", "0"),
+    assert done.stdout.split() == ["0.5", "0", "0.0", str(not disable)]
+    for variable, used in (
+        ("PARAMIKO_PROXYFIX_CLOSE_TIMEOUT='one second'", "the default, 0.5"),
+        ("PARAMIKO_PROXYFIX_STDERR_TAIL='-5'", "using 0"),  # its lower bound
+        ("PARAMIKO_PROXYFIX_IDLE_TIMEOUT='nan'", "the default, 0"),
     ):
         lines = [x for x in done.stderr.splitlines() if variable in x]
         assert len(lines) == 1, done.stderr
-        assert "RuntimeWarning" in lines[0] and f"default, {default}" in lines[0]
+        assert "RuntimeWarning" in lines[0] and used in lines[0]
 
 
 @pytest.mark.parametrize(

@@ -80,8 +80,9 @@ def test_forked_child_releases_inherited_proxies(mode: str) -> None:
     assert child["held"] == 0, "the child kept the parent's pipes"
     assert child["listed"] == 0, "the child's registry lists the parent's proxy"
     owner = f"belongs to process {data['parent_pid']}"
-    assert child["recv"].startswith("ProxyCommandForeign") and owner in child["recv"]
-    assert child["send"].startswith("ProxyCommandForeign") and owner in child["send"]
+    # ProxyCommandForeign, 0.2's name, is ProxyCommandClosed now.
+    assert child["recv"].startswith("ProxyCommandClosed") and owner in child["recv"]
+    assert child["send"].startswith("ProxyCommandClosed") and owner in child["send"]
     assert child["closed"]
     # The child's close() signalled nothing: the parent's proxy works.
     assert data["state"] == "S" and data["echo"] == "still mine", data
@@ -133,7 +134,7 @@ def test_child_forked_mid_recv_fails_fast_and_the_parent_goes_on(sshd: Sshd) -> 
     """The transport thread holds the read lock at fork: the child must not block."""
     data = _run(IN_RECV, ssh_env(sshd))
     child = data["child"]
-    assert child["recv"] == "ProxyCommandForeign", child
+    assert child["recv"] == "ProxyCommandClosed", child
     assert f"belongs to process {data['owner']}" in child["exec"], child
     assert child["seconds"] < 5, child
     assert data["parent"] == "from-the-parent"

@@ -55,6 +55,7 @@ PID_REUSE = textwrap.dedent(
     """
     import json, os, signal, socket, sys, time
     MODE, TTY = sys.argv[1], sys.argv[2] == "tty"
+    NOTICE, PATH = sys.argv[3], sys.argv[4]
     if TTY:
         # A terminal: the fix then keeps proxies in our process group (ssh
         # may prompt there), and signals what A started through pidfds.
@@ -68,17 +69,31 @@ PID_REUSE = textwrap.dedent(
         import gevent
     import paramiko
     import paramiko_proxyfix
+    from paramiko_proxyfix import gate
+    if PATH == "killpg":  # as on a kernel before 6.9
+        gate.group_through_pidfd = False
+    elif PATH == "no_pidfd":  # as on a kernel before 5.3
+        gate._pidfd_open = None
 
     out = {}
     a = paramiko.ProxyCommand("sleep 60")
     pid = a.process.pid
     out["a_pid"] = pid
     out["a_own_group"] = os.getpgid(pid) == pid
+    out["a_pidfd"] = a._proxyfix.child.pidfd is not None
     if MODE == "sig_ign":
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
-    if MODE == "poll":
+    if NOTICE == "noticed":
+        # The fix sees the end first (and remembers it), the reaper comes after.
+        while not a.closed and time.monotonic() < deadline:
+            time.sleep(0.01)
+        out["noticed"] = a._proxyfix.child.state
+    if MODE == "handler":  # a SIGCHLD handler of the application reaps
+        signal.signal(signal.SIGCHLD, lambda *_: os.waitpid(-1, os.WNOHANG))
+        os.kill(os.getpid(), signal.SIGCHLD)
+    elif MODE == "poll":
         while a.process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
     elif MODE == "wait":
@@ -102,12 +117,13 @@ PID_REUSE = textwrap.dedent(
         out["a_recv"] = type(exc).__name__
         out["a_recv_returncode"] = getattr(exc, "returncode", "missing")
 
-    # The next process forked gets A's pid.
+    # The next process forked gets A's pid: another proxy, leading its own
+    # group (as A did) or in ours (with a terminal), with a child of its own.
     b = None
     for attempt in range(10):
         with open("/proc/sys/kernel/ns_last_pid", "w") as f:
             f.write(str(pid - 1))
-        b = paramiko.ProxyCommand("cat")
+        b = paramiko.ProxyCommand("sh -c 'sleep 61 & exec cat'")
         if b.process.pid == pid:
             break
         b.close()
@@ -131,6 +147,10 @@ PID_REUSE = textwrap.dedent(
         except OSError:
             pass
         out["b_state"] = state
+        out["b_child_alive"] = any(
+            open(f"/proc/{p}/cmdline").read().replace(chr(0), " ") == "sleep 61 "
+            for p in os.listdir("/proc") if p.isdigit()
+        )
         b.settimeout(5)
         try:
             b.send(b"ping")
@@ -148,25 +168,43 @@ PID_REUSE = textwrap.dedent(
     """
 )
 
+#: (how someone else reaps A, terminal, whether the fix noticed the end
+#: first, which path signals a group).
+PID_REUSE_CASES = [
+    (mode, "no_tty", "fresh", "pidfd_group")
+    for mode in ("poll", "sig_ign", "wait", "gevent")
+] + [
+    ("sig_ign", "tty", "fresh", "pidfd_group"),
+    ("wait", "tty", "fresh", "pidfd_group"),
+] + [
+    # Issue 16: the fix saw the end (and cached it) before someone else reaped.
+    (mode, tty, "noticed", path)
+    for mode in ("poll", "wait", "handler")
+    for tty in ("no_tty", "tty")
+    for path in ("pidfd_group", "killpg", "no_pidfd")
+]
+
 
 @needs_root
 @pytest.mark.timeout(90)
-@pytest.mark.parametrize(
-    ("mode", "tty"),
-    [(mode, "no_tty") for mode in ("poll", "sig_ign", "wait", "gevent")]
-    # With a terminal, where no Popen recorded the status (the old code
-    # spared B there, through the Popen's returncode, but reported exit 0).
-    + [("sig_ign", "tty"), ("wait", "tty")],
-)
-def test_pid_reuse_close_spares_the_new_owner(mode: str, tty: str) -> None:
-    """A proxy reaped by someone else, its pid now another proxy's: closing
-    the first signals nothing, raises nothing, and reports no made-up status."""
+@pytest.mark.parametrize(("mode", "tty", "notice", "path"), PID_REUSE_CASES)
+def test_pid_reuse_close_spares_the_new_owner(
+    mode: str, tty: str, notice: str, path: str
+) -> None:
+    """A proxy reaped by someone else, its pid now another proxy's (with a
+    child of its own): closing the first signals nothing, raises nothing, and
+    reports no made-up status; whether or not the fix had seen it end, and
+    whichever way the group would be signalled."""
     if mode == "gevent":
         pytest.importorskip("gevent")
-    result = run_capped(_in_pid_namespace(PID_REUSE, mode, tty), timeout=60)
+    code = _in_pid_namespace(PID_REUSE, mode, tty, notice, path)
+    result = run_capped(code, timeout=60)
     out = _report(result)
     print(out)
     assert out["a_reaped"], out
+    assert out["a_pidfd"] is (path != "no_pidfd"), out
+    if notice == "noticed":
+        assert out["noticed"] == "ended", out
     if mode == "wait":
         assert out["wait_got"] == out["a_pid"], out
     assert out["b_got_a_pid"], out
@@ -176,20 +214,83 @@ def test_pid_reuse_close_spares_the_new_owner(mode: str, tty: str) -> None:
         assert out["b_pgid"] == out["my_pgid"], out
     else:
         # Its own session, as the fix does without a terminal: killpg(A's
-        # pid) would hit B too.
+        # pid) would hit B and its child too.
         assert out["a_own_group"], out
         assert out["b_own_group"], out
     assert out["a_close"] == "ok", out
     assert out["b_state"] in ("S", "R"), out
+    assert out["b_child_alive"], out
     assert out["b_echo"] == "ping", out
-    # A's status: the Popen that reaped it recorded it, else it is unknown.
-    expected = -9 if mode in ("poll", "gevent") else None
-    assert out["a_recv"] == "ProxyCommandExited", out
-    assert out["a_recv_returncode"] == expected, out
-    if expected is None:
-        assert out["a_state"] == ["ended(unknown)"], out
-    else:
+    # A's status: the one the fix saw, or the one the Popen that reaped it
+    # recorded; else unknown, which reads as a clean end (as in CPython).
+    known = notice == "noticed" or mode in ("poll", "gevent")
+    if known:
+        assert out["a_recv"] == "ProxyCommandExited", out
+        assert out["a_recv_returncode"] == -9, out
         assert out["a_state"] == ["exited(-9)"], out
+    else:
+        assert out["a_recv"] == "b''", out
+        assert out["a_state"] == ["ended(unknown)"], out
+
+
+FOREIGN_PROC = textwrap.dedent(
+    """
+    import fcntl, json, os, subprocess, termios, time
+    # A terminal: the proxy stays in our group, and close() would look for
+    # what it started in /proc. This /proc is the host's: another namespace.
+    os.setsid()
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+    import paramiko
+    import paramiko_proxyfix
+    from paramiko_proxyfix import procfs, spawn
+    # No spawner thread (a thread takes a number too) and no `setpriv --help`
+    # probe: the proxy gets this namespace's first free number, 2.
+    spawn._prctl = None
+    out = {"me": os.getpid(), "proc_is_ours": procfs.is_ours()}
+    a = paramiko.ProxyCommand("sleep 60")
+    out["a_pid"] = a.process.pid
+    out["a_own_group"] = os.getpgid(a.process.pid) == a.process.pid
+    out["start_ticks"] = a._proxyfix.child.start_ticks
+    out["descendants"] = procfs.descendants(a.process.pid)
+    # Our next processes get the numbers that, in the host's /proc, belong
+    # to the children of the host's process with the proxy's number.
+    victims = [subprocess.Popen(["sleep", "61"]) for _ in range(6)]
+    out["victims"] = [v.pid for v in victims]
+    with open(f"/proc/{a.process.pid}/stat") as f:
+        out["host_name_of_a_pid"] = f.read().split(")")[0].split("(")[1]
+    a.close()
+    time.sleep(0.3)
+    out["a_returncode"] = a.process.returncode
+    out["victims_alive"] = [v.poll() is None for v in victims]
+    for v in victims:
+        v.kill()
+        v.wait()
+    print(json.dumps(out), flush=True)
+    """
+)
+
+
+@needs_root
+@pytest.mark.timeout(60)
+def test_a_proc_of_another_pid_namespace_is_never_believed() -> None:
+    """``unshare --pid --fork`` without ``--mount-proc``: /proc shows the host's
+    processes. There the host's process with the proxy's number has children
+    whose numbers are, here, unrelated processes: close() must signal none of
+    them (0.2 did, through its walk of the proxy's descendants), and no start
+    time is recorded from that /proc."""
+    argv = ["unshare", "--pid", "--fork", sys.executable, "-c", FOREIGN_PROC]
+    result = run_capped(f"import os\nos.execvp('unshare', {argv!r})\n", timeout=30)
+    out = _report(result)
+    print(out)
+    assert out["me"] == 1 and out["proc_is_ours"] is False, out
+    assert out["a_pid"] == 2 and not out["a_own_group"], out
+    # The host's pid 2 is kthreadd, whose children are the host's pids 3, 4...
+    assert out["host_name_of_a_pid"] == "kthreadd", out
+    assert out["victims"] == list(range(3, 9)), out
+    assert out["start_ticks"] is None and out["descendants"] == [], out
+    assert out["a_returncode"] == -15, out
+    assert all(out["victims_alive"]), out
 
 
 # -- 2. close from a signal handler -----------------------------------------

@@ -12,27 +12,44 @@ from paramiko.packet import Packetizer
 from paramiko.proxy import ProxyCommand
 
 import paramiko_proxyfix
-from paramiko_proxyfix import _patch
-from paramiko_proxyfix.fixed import FixedProxyCommand
+from paramiko_proxyfix import _patch, hooks
+from paramiko_proxyfix.upstream import proxy as fix
 from tests.support import REPO_ROOT, upstream_method
 
 pytestmark = pytest.mark.timeout(60)
 
-PATCHED = {
-    ProxyCommand: (*_patch.PROXY_METHODS, *_patch.PROXY_ADDED),
-    Packetizer: ("_check_keepalive",),
-}
-
-
 MISSING = object()
 
 
-def snapshot() -> dict[tuple[type, str], object]:
+def touched() -> list[object]:
+    """Everything install() may change: the classes, the modules, the fix's
+    exception classes."""
+    import paramiko
+    from paramiko import ssh_exception
+
+    from paramiko_proxyfix.upstream import ssh_exception as fix_exceptions
+
+    return [
+        ProxyCommand,
+        Packetizer,
+        paramiko,
+        ssh_exception,
+        fix_exceptions.ProxyCommandExited,
+        fix_exceptions.ProxyCommandClosed,
+    ]
+
+
+def snapshot() -> dict[tuple[int, str], object]:
+    """Every attribute each touched object holds itself, by identity."""
     return {
-        (cls, name): vars(cls).get(name, MISSING)
-        for cls, names in PATCHED.items()
-        for name in names
+        (i, name): value
+        for i, obj in enumerate(touched())
+        for name, value in vars(obj).items()
     }
+
+
+def changes(a: dict, b: dict) -> set[tuple[int, str]]:
+    return {k for k in a.keys() | b.keys() if a.get(k, MISSING) is not b.get(k, MISSING)}
 
 
 def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -59,29 +76,38 @@ def restore_install():
 
 def test_import_installed_the_fix() -> None:
     assert paramiko_proxyfix.is_installed()
-    assert vars(ProxyCommand)["recv"] is vars(FixedProxyCommand)["recv"]
+    assert vars(ProxyCommand)["recv"].__wrapped__ is vars(fix.ProxyCommand)["recv"]
+    assert vars(ProxyCommand)["_spawn"] is hooks.EXTRAS["_spawn"]
 
 
 def test_identity_before_during_after(restore_install: None) -> None:
+    import paramiko
+    from paramiko import ssh_exception
+
     paramiko_proxyfix.uninstall()
     before = snapshot()
     assert not paramiko_proxyfix.is_installed()
     assert paramiko_proxyfix.install() is True
     during = snapshot()
-    ours = vars(FixedProxyCommand)
-    for (cls, name), value in during.items():
-        assert value is not before[(cls, name)], name
-        if cls is ProxyCommand:
-            assert value is ours[name], name
-    assert (
-        during[(Packetizer, "_check_keepalive")].__wrapped__
-        is before[(Packetizer, "_check_keepalive")]
-    )
+    changed = {name for _, name in changes(before, during)}
+    # The fix's methods and attributes, the extras, the keepalive hook, the
+    # exceptions (and where pickles find them): nothing else.
+    fix_names = set(vars(fix.ProxyCommand)) - {"__module__", "__qualname__", "__doc__"}
+    fix_names -= {"__dict__", "__weakref__"}
+    expected = fix_names | set(hooks.EXTRAS) | {"_check_keepalive"}
+    expected |= {"ProxyCommandExited", "ProxyCommandClosed", "__module__"}
+    assert changed == expected, changed ^ expected
+    for name in hooks.EXTRAS:
+        assert vars(ProxyCommand)[name] is hooks.EXTRAS[name], name
+    assert vars(ProxyCommand)["__init__"] is vars(fix.ProxyCommand)["__init__"]
+    assert ssh_exception.ProxyCommandExited is paramiko_proxyfix.ProxyCommandExited
+    assert paramiko.ProxyCommandClosed is paramiko_proxyfix.ProxyCommandClosed
+    assert paramiko_proxyfix.ProxyCommandExited.__module__ == "paramiko.ssh_exception"
+    keepalive = vars(Packetizer)["_check_keepalive"]
+    assert keepalive.__wrapped__ is before[(1, "_check_keepalive")]
     assert paramiko_proxyfix.uninstall() is True
-    after = snapshot()
-    for key, value in after.items():
-        assert value is before[key], key
-    assert before[(ProxyCommand, "gettimeout")] is MISSING
+    assert changes(before, snapshot()) == set()
+    assert not hasattr(ssh_exception, "ProxyCommandExited")
 
 
 def test_install_twice_never_saves_a_patched_original(restore_install: None) -> None:
@@ -89,10 +115,10 @@ def test_install_twice_never_saves_a_patched_original(restore_install: None) -> 
     before = snapshot()
     for _ in range(3):
         assert paramiko_proxyfix.install() is True
-    assert upstream_method(ProxyCommand, "recv") is before[(ProxyCommand, "recv")]
+    assert upstream_method(ProxyCommand, "recv") is before[(0, "recv")]
     paramiko_proxyfix.uninstall()
     assert paramiko_proxyfix.uninstall() is False
-    assert snapshot() == before
+    assert changes(before, snapshot()) == set()
 
 
 def test_concurrent_install_uninstall_stays_consistent(restore_install: None) -> None:
@@ -114,9 +140,9 @@ def test_concurrent_install_uninstall_stays_consistent(restore_install: None) ->
     for t in threads:
         t.join()
     paramiko_proxyfix.uninstall()
-    assert snapshot() == before
+    assert changes(before, snapshot()) == set()
     paramiko_proxyfix.install()
-    assert vars(ProxyCommand)["recv"] is vars(FixedProxyCommand)["recv"]
+    assert vars(ProxyCommand)["recv"].__wrapped__ is vars(fix.ProxyCommand)["recv"]
 
 
 def test_disable_env_makes_import_a_no_op() -> None:
@@ -176,29 +202,29 @@ def test_unknown_paramiko_shape_warns_and_patches_nothing(
     assert "left unpatched" in result.stdout
 
 
-def test_instance_created_before_install_gets_the_fix() -> None:
+def test_instance_created_before_install_keeps_upstream_behaviour() -> None:
+    """The fix's methods need the state its __init__ sets up: an instance made
+    before install() keeps upstream's methods (and its bugs), working."""
     result = run_python(
         """
-        import os, signal, time
+        import os, signal
         import paramiko
-        from paramiko_proxyfix import _patch  # imports the package: installs
         import paramiko_proxyfix
         paramiko_proxyfix.uninstall()
         early = paramiko.ProxyCommand("cat")   # upstream __init__
         paramiko_proxyfix.install()
-        early.settimeout(5)
-        assert early.send(b"ping") == 4 and early.recv(4) == b"ping"
-        os.kill(early.process.pid, signal.SIGKILL)
-        t = time.monotonic()
-        try:
-            early.recv(10)
-        except paramiko_proxyfix.ProxyCommandExited as exc:
-            print("raised", exc.signal_name, round(time.monotonic() - t, 3))
-        early.close()
-        assert early.process.returncode == -9 and early.process.stdout.closed
-        print("reaped")
+        late = paramiko.ProxyCommand("cat")
+        for p in (early, late):
+            p.settimeout(5)
+            assert p.send(b"ping") == 4 and p.recv(4) == b"ping"
+        assert "_proxyfix" not in vars(early) and "_proxyfix" in vars(late)
+        early.close()                          # upstream's: SIGTERM only
+        assert early.process.wait(5) == -signal.SIGTERM
+        assert not early.process.stdout.closed  # upstream leaves the pipes
+        late.close()
+        assert late.process.returncode is not None and late.process.stdout.closed
+        print("ok")
         """
     )
     assert result.returncode == 0, result.stderr
-    assert "raised SIGKILL" in result.stdout
-    assert "reaped" in result.stdout
+    assert "ok" in result.stdout

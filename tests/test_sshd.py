@@ -225,3 +225,67 @@ def test_bytes_arrive_exactly(sshd: Sshd, tmp_path) -> None:
         assert stdout.read().split()[0].decode() == expected
     finally:
         client.close()
+
+
+# -- a shared SSH master ------------------------------------------------------
+
+
+def _master_check(sshd: Sshd, control: str) -> str:
+    """``ssh -O check``: "Master running (pid=N)" while the master lives."""
+    import subprocess
+
+    done = subprocess.run(
+        ["/usr/bin/ssh", "-O", "check", "-o", f"ControlPath={control}", "-F",
+         "/dev/null", "-p", str(sshd.port), f"{sshd.username}@{sshd.host}"],
+        capture_output=True, text=True, timeout=10,
+    )  # fmt: skip
+    return done.stderr.strip()
+
+
+@pytest.mark.parametrize("verbose", [False, True], ids=["quiet", "verbose"])
+def test_a_shared_ssh_master_survives_close_and_is_reused(
+    sshd: Sshd, verbose: bool
+) -> None:
+    """``ssh -W`` with ControlMaster=auto and ControlPersist: the first proxy
+    starts a master that outlives it (``-v`` keeps the proxy's stderr open in
+    the master). Closing the connection neither signals the master nor waits
+    on that stderr; the next connection goes through the same master."""
+    control = str(sshd.workdir / f"cm-{int(verbose)}-%C")
+    argv = sshd.proxy_argv()
+    at = argv.index("-F")
+    options = ["-o", "ControlMaster=auto", "-o", f"ControlPath={control}"]
+    options += ["-o", "ControlPersist=60"] + (["-v"] if verbose else [])
+    command = shlex.join(argv[:at] + options + argv[at:])
+    import paramiko_proxyfix
+
+    assert paramiko_proxyfix.is_installed()
+    masters = []
+    try:
+        for _ in range(2):
+            proxy = paramiko.ProxyCommand(command)
+            client = sshd.connect(sock=proxy)
+            _, out, _ = client.exec_command("echo through the master")
+            assert out.read() == b"through the master\n"
+            transport = client.get_transport()
+            assert transport is not None
+            t0 = time.monotonic()
+            client.close()
+            transport.join(10)  # its thread may be the one closing the proxy
+            took = time.monotonic() - t0
+            print(f"verbose={verbose}: close took {took:.3f} s")
+            # ~2 ms here; the close timeout is 0.5 s: 10x that would be a wait
+            # on the master's stderr or on the master itself.
+            assert took < 5, took
+            assert proxy.process.returncode is not None and proxy.process.stderr.closed
+            check = _master_check(sshd, control)
+            assert check.startswith("Master running (pid="), check
+            masters.append(check)
+        assert masters[0] == masters[1], masters  # the same master, reused
+    finally:
+        import subprocess
+
+        subprocess.run(
+            ["/usr/bin/ssh", "-O", "exit", "-o", f"ControlPath={control}", "-F",
+             "/dev/null", "-p", str(sshd.port), f"{sshd.username}@{sshd.host}"],
+            capture_output=True, timeout=10,
+        )  # fmt: skip

@@ -18,8 +18,7 @@ import paramiko
 import pytest
 
 import paramiko_proxyfix
-from paramiko_proxyfix.fixed import proxy_process_of
-from tests.support import capped, proxy_cmd
+from tests.support import capped, proxy_cmd, stderr_tail
 from tests.support.fakeserver import FakeServer, blob_bytes
 
 pytestmark = pytest.mark.timeout(60)
@@ -113,11 +112,10 @@ def test_processes_the_proxy_started_die_with_it(fake_server: FakeServer) -> Non
         proxy_cmd("with_child", fake_server.host, fake_server.port)
     )
     client = fake_server.connect(sock=sock)
-    state = proxy_process_of(sock)
     deadline = time.monotonic() + 5
-    while "child-pid=" not in state.pipes.stderr_tail() and time.monotonic() < deadline:
+    while "child-pid=" not in stderr_tail(sock) and time.monotonic() < deadline:
         client.exec_command("echo x")[1].read()  # keeps recv, and so stderr, draining
-    child = int(re.search(r"child-pid=(\d+)", state.pipes.stderr_tail()).group(1))
+    child = int(re.search(r"child-pid=(\d+)", stderr_tail(sock)).group(1))
     assert capped.proc_state(child) not in (None, "Z")
     client.close()
     assert capped.wait_gone([child], 2) == []
@@ -134,7 +132,7 @@ def test_stderr_flood_before_relaying_does_not_block(fake_server: FakeServer) ->
         _, stdout, _ = client.exec_command("echo through")
         assert stdout.read() == b"through\n"
         assert (
-            len(proxy_process_of(sock).pipes.stderr_tail())
+            len(stderr_tail(sock))
             <= paramiko_proxyfix.config.current().stderr_tail
         )
     finally:
@@ -154,7 +152,7 @@ def test_grandchild_holding_the_pipe_does_not_keep_the_transport(
         assert wait_inactive(transport) < 1
     finally:
         client.close()
-    tail = proxy_process_of(sock).pipes.stderr_tail()
+    tail = stderr_tail(sock)
     grandchild = re.search(r"grandchild-pid=(\d+)", tail)
     if grandchild:  # it stayed in the proxy's process group: close() got it
         assert capped.wait_gone([int(grandchild.group(1))], 2) == []

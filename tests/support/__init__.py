@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import shlex
 import sys
+import time
 from pathlib import Path
+from typing import Any, Callable
 
 TESTS_DIR = Path(__file__).resolve().parent.parent
 REPO_ROOT = TESTS_DIR.parent
@@ -42,3 +44,26 @@ def upstream_method(cls: type, name: str) -> object:
     from paramiko_proxyfix import _patch
 
     return _patch._saved.get((cls, name), vars(cls)[name])
+
+
+def wait_until(done: Callable[[], object], seconds: float) -> bool:
+    """Ask ``done()`` with growing pauses (0.5 to 10 ms) for up to ``seconds``."""
+    deadline = time.monotonic() + seconds
+    delay = 0.0005
+    while not done():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(delay, left))
+        delay = min(delay * 2, 0.01)
+    return True
+
+
+def ended(proxy: Any, seconds: float = 5.0) -> bool:
+    """Wait up to ``seconds`` for a ProxyCommand's process to end (not reaped)."""
+    return proxy._wait(seconds) is not None
+
+
+def stderr_tail(proxy: Any) -> str:
+    """What a fixed ProxyCommand kept of its proxy's stderr."""
+    return str(proxy._exit_error(0).stderr_tail)
