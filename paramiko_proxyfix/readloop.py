@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 from paramiko.proxy import ProxyCommand
 
+from ._patch import is_built_in as built_in
 from .errors import ProxyCommandExited
 from .extras import extras_of
 from .logs import log
@@ -62,15 +63,18 @@ def check_ended(sock: Any, own_recv: bool) -> None:
         code = process.poll() if process is not None else None
     if code is None:
         return
-    if own_recv:
-        if code == 0 or (extras is not None and not extras.child.status_known):
-            return  # a launcher's child has the connection now
+    if own_recv and (
+        code == 0 or (extras is not None and not extras.child.status_known)
+    ):
+        return  # a launcher's child has the connection now
+    if code == 0:
+        # Another recv: EOF once no process holds the pipe's other end.
+        if not _writers_gone(sock.process.stdout.fileno()):
+            return
+        raise EOFError()
+    if extras is not None or built_in():  # made by the fix: its own error
         sock._on_ended(code)
         raise sock._exit_error(code)
-    if not _writers_gone(sock.process.stdout.fileno()):
-        return
-    if code == 0:
-        raise EOFError()
     raise ProxyCommandExited(" ".join(sock.cmd), code, "")
 
 

@@ -25,7 +25,7 @@ from paramiko.proxy import ProxyCommand
 
 import paramiko_proxyfix
 import paramiko_proxyfix.celery as pfx_celery
-from paramiko_proxyfix import ProxyCommandForeign, registry
+from paramiko_proxyfix import ProxyCommandForeign, config, registry
 from paramiko_proxyfix.extras import extras_of
 from tests.celery_app.support import ssh_env
 from tests.support import STUBBORN, capped, wait_until
@@ -69,7 +69,7 @@ class _App:
 
 @pytest.fixture
 def idle_reset(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
-    monkeypatch.delenv(registry.IDLE_ENV, raising=False)
+    monkeypatch.delenv(config.IDLE_ENV, raising=False)
     yield monkeypatch
     registry.set_idle_timeout(None)
 
@@ -104,10 +104,10 @@ def test_idle_timeout_comes_from_the_celery_setting(idle_reset: Any) -> None:
 
 
 def test_the_environment_wins_over_the_celery_setting(idle_reset: Any) -> None:
-    idle_reset.setenv(registry.IDLE_ENV, "0")  # an operator switches it off
+    idle_reset.setenv(config.IDLE_ENV, "0")  # an operator switches it off
     worker = type("Worker", (), {"app": _App(paramiko_proxyfix_idle_timeout=300)})
     signals.worker_init.send(sender=worker)
-    assert registry._idle_timeout is None
+    assert registry._idle_timeout == 0  # never
 
 
 def _e2e(sshd: Sshd, mode: str, cap: float) -> dict[str, Any]:

@@ -65,7 +65,7 @@ def test_wheel_holds_the_package_and_nothing_else(dist: Path) -> None:
     package = {
         f"paramiko_proxyfix/{p.relative_to(REPO_ROOT / 'paramiko_proxyfix')}"
         for p in (REPO_ROOT / "paramiko_proxyfix").rglob("*")
-        if p.is_file() and p.suffix in (".py", ".typed")
+        if p.is_file() and p.suffix in (".py", ".pyi", ".typed")
     }
     assert {
         "paramiko_proxyfix/py.typed",
