@@ -27,7 +27,7 @@ from paramiko.proxy import ProxyCommand
 
 from ._patch import is_built_in as built_in
 from .errors import ProxyCommandExited
-from .extras import extras_of
+from .extras import ATTR, extras_of
 from .logs import log
 
 __all__ = ["CHECK_EVERY", "make_check_keepalive"]
@@ -52,11 +52,6 @@ def check_ended(sock: Any, own_recv: bool) -> None:
     a way its recv() does not report."""
     extras = extras_of(sock)
     if extras is not None:
-        now = time.monotonic()
-        extras.io.idle(now)
-        if now < extras.next_check:
-            return
-        extras.next_check = now + CHECK_EVERY
         code = extras.child.poll()
     else:
         process = getattr(sock, "process", None)
@@ -86,12 +81,20 @@ def make_check_keepalive(
     def _check_keepalive(self: Any) -> None:
         sock = getattr(self, "_Packetizer__socket", None)
         if isinstance(sock, ProxyCommand):
-            try:
-                check_ended(sock, uses_fixed_recv(sock))
-            except EOFError:
-                raise  # ProxyCommandExited is one too
-            except Exception:
-                log.debug("exit check of a proxy failed", exc_info=True)
+            # An idle connection comes here ten times a second: look at the
+            # proxy at most every CHECK_EVERY seconds.
+            extras = sock.__dict__.get(ATTR)
+            now = time.monotonic()
+            if extras is None or now >= extras.next_check:
+                if extras is not None:
+                    extras.next_check = now + CHECK_EVERY
+                    extras.io.idle(now)
+                try:
+                    check_ended(sock, uses_fixed_recv(sock))
+                except EOFError:
+                    raise  # ProxyCommandExited is one too
+                except Exception:
+                    log.debug("exit check of a proxy failed", exc_info=True)
         original(self)
 
     _check_keepalive.__wrapped__ = original  # type: ignore[attr-defined]

@@ -35,6 +35,7 @@ from typing import Any, Callable
 
 from . import registry
 from .errors import ProxyCommandStartError
+from .execcheck import check_runnable
 
 __all__ = [
     "forked_for_exec",
@@ -129,50 +130,6 @@ def _find_setpriv() -> str:
     return _setpriv
 
 
-def _binfmt_misc_in_use() -> bool:
-    try:
-        return bool(
-            set(os.listdir("/proc/sys/fs/binfmt_misc")) - {"register", "status"}
-        )
-    except OSError:
-        return False
-
-
-def _check_file(path: str) -> int:
-    """0 if exec() would run ``path``, else the errno it would fail with."""
-    if not os.path.exists(path):
-        return errno.ENOENT
-    if os.path.isdir(path) or not os.access(path, os.X_OK):
-        return errno.EACCES
-    try:
-        with open(path, "rb") as f:
-            magic = f.read(4)
-    except OSError:
-        return 0  # executable but unreadable: exec may still run it
-    if magic[:2] == b"#!" or magic == b"\x7fELF" or _binfmt_misc_in_use():
-        return 0
-    # exec() refuses it; execvp (which setpriv uses) would run it with /bin/sh.
-    return errno.ENOEXEC
-
-
-def _check_runnable(argv0: str) -> None:
-    """Fail as exec would, before setpriv stands between us and the exec."""
-    if os.sep in argv0:
-        error = _check_file(argv0)
-    else:
-        # execvp's search: the first runnable entry wins; EACCES if some
-        # entry existed but could not run, else ENOENT.
-        error = errno.ENOENT
-        for folder in os.environ.get("PATH", os.defpath).split(os.pathsep):
-            found = _check_file(os.path.join(folder or ".", argv0))
-            if found == 0:
-                return
-            if found != errno.ENOENT:
-                error = found
-    if error:
-        raise OSError(error, os.strerror(error))
-
-
 def _popen(argv: list[str], own_group: bool, die_with: int | None) -> Any:
     """Popen with three pipes and no shell, as upstream does."""
     preexec = None
@@ -205,7 +162,7 @@ def _popen(argv: list[str], own_group: bool, die_with: int | None) -> Any:
 
     try:
         if setpriv:
-            _check_runnable(argv[0])
+            check_runnable(argv[0])
         try:
             process = start(preexec)
         except RuntimeError:

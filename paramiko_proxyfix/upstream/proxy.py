@@ -1,9 +1,6 @@
-# The ProxyCommand fix, written as paramiko's own paramiko/proxy.py.
-# tools/make_patches.py writes it into paramiko (under paramiko's license
-# header, with the import of the new exceptions from paramiko.ssh_exception);
-# paramiko_proxyfix puts the same methods on an unpatched paramiko. So: in
-# paramiko's idiom, black 22.12 and flake8 at 79 columns, no type hints, the
-# standard library and paramiko only.
+# The fix as paramiko's own proxy.py (tools/make_patches.py writes it there;
+# install() puts it on an unpatched paramiko): paramiko's idiom, black 22.12
+# and flake8 at 79 columns, no annotations, the standard library and paramiko.
 
 import os
 import select
@@ -26,8 +23,7 @@ from paramiko.util import ClosingContextManager
 
 from .ssh_exception import ProxyCommandClosed, ProxyCommandExited
 
-# The longest single wait, so that a close() from another thread is noticed.
-_SLICE = 0.25
+_SLICE = 0.25  # the longest wait: a close() in another thread is seen
 
 
 class ProxyCommand(ClosingContextManager):
@@ -39,9 +35,8 @@ class ProxyCommand(ClosingContextManager):
     regular socket makes it possible to talk with a Popen'd command that will
     proxy traffic between the client and a server hosted in another machine.
 
-    When the command's output ends, `recv` returns ``b""`` if it exited with
-    status 0 (or still runs) and raises `.ProxyCommandExited` if not. `close`
-    ends the command, reaps it and closes its pipes.
+    At the end of its output, `recv` gives ``b""`` for exit status 0 (or
+    while it runs), else raises `.ProxyCommandExited`. `close` reaps it.
 
     Instances of this class may be used as context managers.
     """
@@ -75,12 +70,9 @@ class ProxyCommand(ClosingContextManager):
         self._close_lock, self._done = threading.Lock(), threading.Event()
         self._read_lock, self._write_lock = threading.Lock(), threading.Lock()
         try:
-            pipes = (
-                self.process.stdout,
-                self.process.stdin,
-                self.process.stderr,
-            )
-            self._out, self._in, self._err = [p.fileno() for p in pipes]
+            self._out = self.process.stdout.fileno()
+            self._in = self.process.stdin.fileno()
+            self._err = self.process.stderr.fileno()
             for fd in (self._out, self._in, self._err):
                 os.set_blocking(fd, False)
             # poll() takes any descriptor, select() none above 1023; eventlet
@@ -151,8 +143,10 @@ class ProxyCommand(ClosingContextManager):
         :return: how many bytes the command's input took (at least one)
         :raises socket.timeout: if none fit in time (see `settimeout`)
         """
-        self._check_owner()
-        self._enter(self._write_lock, "_writer")
+        if os.getpid() != self._pid:
+            self._forked()
+        self._write_lock.acquire()
+        self._writer = threading.get_ident()
         try:
             deadline = None
             while not self._closing:
@@ -167,16 +161,21 @@ class ProxyCommand(ClosingContextManager):
             else:
                 raise ProxyCommandClosed(" ".join(self.cmd))
         finally:
-            self._leave(self._write_lock, "_writer", self.process.stdin)
+            self._writer = None
+            if self._closing:  # close() may have left the pipe to us
+                self._close(self.process.stdin)
+            self._write_lock.release()
         # There was a problem with the child process. It probably died and
         # we can't proceed: say how it ended, once it has. Its stderr is
         # read here unless a reader is at it.
-        drain = self._enter(self._read_lock, "_reader", False)
+        drain = self._read_lock.acquire(False)
         try:
             status = self._exited(drain)
         finally:
+            if drain and self._closing:
+                self._close(*self._read_pipes())
             if drain:
-                self._leave(self._read_lock, "_reader", *self._read_pipes())
+                self._read_lock.release()
         if status is None:
             raise ProxyCommandFailure(" ".join(self.cmd), error)
         raise self._exit_error(status)
@@ -192,8 +191,10 @@ class ProxyCommand(ClosingContextManager):
             output ended and the command exited with status 0 or runs on
         :raises socket.timeout: if none came in time (see `settimeout`)
         """
-        self._check_owner()
-        self._enter(self._read_lock, "_reader")
+        if os.getpid() != self._pid:
+            self._forked()
+        self._read_lock.acquire()
+        self._reader = threading.get_ident()
         try:
             data = b""
             deadline = None
@@ -214,35 +215,36 @@ class ProxyCommand(ClosingContextManager):
                 return b"" if self._closing else data
             status = self._exited(True)
         finally:
-            self._leave(self._read_lock, "_reader", *self._read_pipes())
+            self._reader = None
+            if self._closing:  # close() may have left the pipes to us
+                self._close(*self._read_pipes())
+            self._read_lock.release()
         if status:
             raise self._exit_error(status)
         return b""
 
     def _ready(self, reading, deadline):
-        """
-        Wait up to a slice of the time left for the output to be readable
-        (or the input writable), keeping what comes on stderr meanwhile;
-        raise socket.timeout once the time is up. Returns the deadline.
-        """
+        """Wait a slice of the time left, reading stderr meanwhile."""
         now = time.monotonic()
         if deadline is None:
             timeout = self.timeout
             deadline = now + (1e9 if timeout is None else timeout)
-        left = max(deadline - now, 0)
-        wait = min(left, _SLICE)
-        if self._poll is None:
+        left = deadline - now
+        wait = _SLICE if left > _SLICE else left if left > 0 else 0
+        if self._poll is not None:
+            poller = self._poll_in if reading else self._poll_out
+            ready = poller.poll(int(wait * 1000 + 0.999))
+            ready = [fd for fd, _ in ready] if ready else ready
+        else:
             r = [fd for fd in (self._out, self._err) if fd is not None]
             w = [] if reading else [self._in]
             r, w, _ = select.select(r if reading else [], w, [], wait)
             ready = r + w
-        else:
-            poller = self._poll_in if reading else self._poll_out
-            ready = [fd for fd, _ in poller.poll(int(wait * 1000 + 0.999))]
-        if not ready and wait == left:
-            self._idle = reading
-            raise socket.timeout()
-        if reading and self._err in ready:
+        if not ready:
+            if left <= _SLICE:
+                self._idle = reading
+                raise socket.timeout()
+        elif reading and self._err in ready:
             self._read_stderr()
         return deadline
 
@@ -264,10 +266,7 @@ class ProxyCommand(ClosingContextManager):
         return True
 
     def _exited(self, drain):
-        """
-        The exit status once the command has ended (None while it runs),
-        and with ``drain`` (holding the read lock) what is left on stderr.
-        """
+        """The exit status once it ended; with ``drain``, stderr's rest."""
         status = self._wait(self.eof_timeout)
         if status is not None:
             # At most 16 reads: something it started may write on and on.
@@ -291,8 +290,7 @@ class ProxyCommand(ClosingContextManager):
             # A copy made by fork (see `.Transport.atfork`): the command is
             # the parent's. Only drop this process's copies of the pipes.
             self._closing = True
-            for pipe in (self.process.stdin,) + self._read_pipes():
-                pipe.close()
+            self._close(self.process.stdin, *self._read_pipes())
             return
         if not self._close_lock.acquire(False):
             # Another close is under way: wait for it, unless this thread is
@@ -317,26 +315,17 @@ class ProxyCommand(ClosingContextManager):
     def _read_pipes(self):
         return (self.process.stdout, self.process.stderr)
 
-    def _check_owner(self):
-        if os.getpid() != self._pid:
-            self.close()
-            error = "belongs to process {}".format(self._pid)
-            raise ProxyCommandClosed(" ".join(self.cmd), error)
+    def _forked(self):
+        self.close()
+        error = "belongs to process {}".format(self._pid)
+        raise ProxyCommandClosed(" ".join(self.cmd), error)
 
-    def _enter(self, lock, holder, blocking=True):
-        if lock.acquire(blocking):
-            setattr(self, holder, threading.get_ident())
-            return True
-        return False
-
-    def _leave(self, lock, holder, *pipes):
-        setattr(self, holder, None)
-        try:
-            if self._closing:  # close() may have left these to this thread
-                for pipe in pipes:
-                    pipe.close()
-        finally:
-            lock.release()
+    def _close(self, *pipes):
+        for pipe in pipes:
+            try:
+                pipe.close()
+            except OSError:
+                pass
 
     def _close_pipes(self, lock, holder, *pipes):
         # Closed under a thread that waits on them, they could be reused by
@@ -345,8 +334,7 @@ class ProxyCommand(ClosingContextManager):
         # handler interrupted, closes them itself on its way out.
         mine = getattr(self, holder) == threading.get_ident()
         if not mine and lock.acquire(timeout=2 * _SLICE):
-            for pipe in pipes:
-                pipe.close()
+            self._close(*pipes)
             lock.release()
 
     @property
