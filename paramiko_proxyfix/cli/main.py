@@ -67,11 +67,17 @@ def _parser() -> argparse.ArgumentParser:
         metavar="REGEX",
         help="also count processes whose command line matches (repeatable)",
     )
-    ps.add_argument("--proc", default="/proc", metavar="DIR", help="/proc to read")
+    ps.add_argument(
+        "--proc",
+        default="/proc",
+        metavar="DIR",
+        help="/proc to list from (killing needs this pid namespace's own /proc)",
+    )
     ps.add_argument("--json", action="store_true", help="print JSON")
     sub.add_parser(
         "run",
-        help="run a Python program with the fix: run -m MODULE | SCRIPT | -- PROGRAM",
+        help="run a Python program with the fix: run -m MODULE | ./SCRIPT | "
+        "-- PROGRAM (never one in the current directory by name)",
         add_help=False,
     )
     return parser
