@@ -330,12 +330,12 @@ def test_ps_finds_proxies_and_their_states(fake_proc: Path) -> None:
     assert found[104].state == "running"
     assert found[106].kind == "proxyfix child"  # leads its own session
     assert found[105].state == "orphaned"
-    assert found[105].owner.endswith("(re-parented to 4242 (gone))")
+    assert found[105].owner.endswith("(its parent now: 4242 (gone))")
     assert found[107].state == "running" and found[107].ppid == 1
     assert found[108].state == "orphaned" and found[108].ppid == 300
     assert found[108].owner == (
         "its owner is gone: no process outside it holds its pipes "
-        "(re-parented to 300 (python3))"
+        "(its parent now: 300 (python3))"
     )
     assert found[402].state == "running" and found[402].ppid == 400
     assert found[402].owner == "its pipes are held by 401 (sleep), 403 (cat)"

@@ -277,7 +277,7 @@ def test_pid1_owner_is_not_an_orphan_but_what_pid1_adopted_is(ssh: str) -> None:
     assert owned["state"] == "running", owned
     assert "its parent 1 (python" in owned["owner"]
     assert orphan["state"] == "orphaned", orphan
-    assert "re-parented to 1 (python" in orphan["owner"]
+    assert "(its parent now: 1 (python" in orphan["owner"]
     killed = report["killed"]["out"]["killed"]
     assert killed == {str(report["orphan"]): "terminated (SIGTERM)"}
     assert report["owned_alive"] is True

@@ -50,8 +50,8 @@ class Proxy:
     owner: str  # how the state was decided
 
 
-def _pipe(target: str | None) -> bool:
-    return bool(target) and str(target).startswith("pipe:[")
+def _pipe(target: str) -> bool:
+    return target.startswith("pipe:[")
 
 
 class Scan:
@@ -146,7 +146,7 @@ class Scan:
         mine = self.fds(pid)
         if mine is None:
             return "unknown", f"cannot read its descriptors; {unread}"
-        ends = {t for t in (mine.get(0), mine.get(1)) if t and _pipe(t)}
+        ends = {t for t in (mine.get(0, ""), mine.get(1, "")) if _pipe(t)}
         if not ends:
             return "unknown", "stdin and stdout are not pipes: cannot tell its owner"
         held = sorted(
@@ -164,7 +164,7 @@ class Scan:
         parent = self.name(ppid) if ppid in self.stats else f"{ppid} (gone)"
         return "orphaned", (
             f"its owner is gone: no process outside it holds its pipes "
-            f"(re-parented to {parent})"
+            f"(its parent now: {parent})"
         )
 
 
