@@ -20,11 +20,13 @@ __all__ = [
     "children",
     "comm",
     "descendants",
+    "descriptors",
     "exe",
     "fd_target",
     "fd_targets",
     "is_ours",
     "pids",
+    "same_process",
     "start_ticks",
     "stat",
     "uptime",
@@ -54,6 +56,23 @@ def is_ours(root: str = PROC) -> bool:
         return os.readlink(os.path.join(root, "self")) == str(os.getpid())
     except OSError:
         return False
+
+
+def same_process(root: str, pid: int) -> bool:
+    """Whether ``root``'s entry for ``pid`` is the process this process calls pid.
+
+    True only where /proc is this pid namespace's and ``root/PID`` is the very
+    directory /proc/PID is: a proc tree of another pid namespace (a host's
+    /proc mounted in a container) or a copy numbers other processes.
+    """
+    if not is_ours():
+        return False
+    try:
+        theirs = os.stat(_path(root, pid))
+        ours = os.stat(_path(PROC, pid))
+    except OSError:
+        return False
+    return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
 
 
 def stat(pid: int, root: str = PROC) -> ProcStat | None:
@@ -123,6 +142,48 @@ def fd_targets(pid: int, root: str = PROC) -> set[str] | None:
     except OSError:
         return None
     return {fd_target(pid, int(n), root) for n in names if n.isdigit()}
+
+
+def _fd_table(path: str) -> dict[int, str] | None:
+    try:
+        names = os.listdir(path)
+    except FileNotFoundError:
+        return {}  # the process is gone
+    except OSError:
+        return None
+    table: dict[int, str] = {}
+    for name in names:
+        if name.isdigit():
+            try:
+                table[int(name)] = os.readlink(os.path.join(path, name))
+            except FileNotFoundError:
+                continue  # closed since the listing
+            except OSError:
+                return None
+    return table
+
+
+def descriptors(pid: int, root: str = PROC) -> dict[int, str] | None:
+    """Each open descriptor of the process -> what it is (``pipe:[INODE]``...).
+
+    ``{}`` for a process that holds none: gone, or a zombie. None where they
+    cannot be read: another user's process, unless we are root. A process
+    whose main thread exited while other threads run shows no descriptors
+    under its pid; they are read through one of those threads.
+    """
+    table = _fd_table(_path(root, pid, "fd"))
+    if table != {}:
+        return table
+    try:
+        tids = [t for t in os.listdir(_path(root, pid, "task")) if t.isdigit()]
+    except OSError:
+        return table
+    for tid in tids:
+        if tid != str(pid):
+            table = _fd_table(_path(root, pid, "task", tid, "fd"))
+            if table != {}:
+                return table
+    return {}
 
 
 def uptime(root: str = PROC) -> float | None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -250,6 +249,11 @@ def _fake_process(
         os.symlink(exe, d / "exe")
 
 
+def _pipes(*inodes: int) -> dict[int, str]:
+    """Descriptors 0, 1, ... on the pipes with these inodes."""
+    return {n: f"pipe:[{inode}]" for n, inode in enumerate(inodes)}
+
+
 @pytest.fixture
 def fake_proc(tmp_path: Path) -> Path:
     """A /proc tree with a Python worker, its proxies, orphans and bystanders."""
@@ -257,57 +261,111 @@ def fake_proc(tmp_path: Path) -> Path:
     root.mkdir()
     ticks = os.sysconf("SC_CLK_TCK")
     (root / "uptime").write_text(f"{1000 + 100 / ticks:.2f} 0.00\n")
-    pipes = {0: "pipe:[11]", 1: "pipe:[12]", 2: "pipe:[13]"}
+    _fake_process(root, 1, 0, ["/sbin/init"], fds={3: "pipe:[31]", 4: "pipe:[32]"})
     worker_fds = {3: "pipe:[11]", 4: "pipe:[12]", 5: "pipe:[13]", 6: "socket:[9]"}
-    _fake_process(root, 1, 0, ["/sbin/init"])
+    worker_fds.update({7: "pipe:[17]", 8: "pipe:[18]", 9: "pipe:[19]"})
+    worker_fds.update({10: "pipe:[20]", 11: "pipe:[21]", 12: "pipe:[22]"})
     _fake_process(root, 50, 1, ["python3", "-m", "celery"], fds=worker_fds,
                   exe="/usr/bin/python3.11")  # fmt: skip
-    _fake_process(root, 100, 50, ["ssh", "-W", "app1:22", "bastion"], fds=pipes)
+    _fake_process(root, 100, 50, ["ssh", "-W", "app1:22", "bastion"],
+                  fds=_pipes(11, 12, 13))  # fmt: skip
     _fake_process(root, 101, 1, ["/usr/bin/ssh", "-Wapp2:22", "bastion"])
     _fake_process(root, 102, 50, [], state="Z")
     (root / "102" / "comm").write_text("ssh\n")
-    _fake_process(root, 103, 1, ["nc", "app3", "22"], fds=pipes)
-    _fake_process(root, 104, 50, ["corp-proxy", "app4"], fds=pipes)
-    _fake_process(root, 106, 50, ["corp-proxy", "app6"], fds=pipes, session=106)
-    _fake_process(root, 105, 4242, ["ssh", "-W", "app5:22", "bastion"])
+    _fake_process(root, 103, 1, ["nc", "app3", "22"], fds=_pipes(14, 15, 16))
+    _fake_process(root, 104, 50, ["corp-proxy", "app4"], fds=_pipes(17, 18, 19))
+    _fake_process(root, 106, 50, ["corp-proxy", "app6"], fds=_pipes(20, 21, 22),
+                  session=106)  # fmt: skip
+    # Its parent is not in this tree; nobody here holds its pipes.
+    _fake_process(root, 105, 4242, ["ssh", "-W", "app5:22", "bastion"],
+                  fds=_pipes(23, 24))  # fmt: skip
     # A service running as pid 1 (a container) that holds its proxy's pipes,
     # and a proxy whose owner died, re-parented to a subreaper (not pid 1).
-    (root / "1" / "fd" / "3").symlink_to("pipe:[31]")
-    (root / "1" / "fd" / "4").symlink_to("pipe:[32]")
     _fake_process(root, 107, 1, ["ssh", "-W", "app7:22", "bastion"],
-                  fds={0: "pipe:[31]", 1: "pipe:[32]", 2: "pipe:[33]"})  # fmt: skip
+                  fds=_pipes(31, 32, 33))  # fmt: skip
     _fake_process(root, 300, 1, ["python3", "reaper.py"], fds={3: "socket:[7]"},
                   exe="/usr/bin/python3.11")  # fmt: skip
     _fake_process(root, 108, 300, ["ssh", "-W", "app8:22", "bastion"],
-                  fds={0: "pipe:[41]", 1: "pipe:[42]", 2: "pipe:[43]"})  # fmt: skip
+                  fds=_pipes(41, 42, 43))  # fmt: skip
+    # sleep 60 | ssh -W db:22 bastion | cat: the shell holds none of the
+    # ssh's pipes, the commands beside it do.
+    _fake_process(root, 400, 1, ["bash", "-c", "..."], exe="/bin/bash")
+    _fake_process(root, 401, 400, ["sleep", "60"], fds={1: "pipe:[51]"})
+    _fake_process(root, 402, 400, ["ssh", "-W", "db:22", "bastion"],
+                  fds=_pipes(51, 52))  # fmt: skip
+    _fake_process(root, 403, 400, ["cat"], fds={0: "pipe:[52]"})
+    # An orphan whose own child holds its pipes: its subtree does not count.
+    _fake_process(root, 500, 1, ["ssh", "-W", "app9:22", "bastion"],
+                  fds=_pipes(61, 62))  # fmt: skip
+    _fake_process(root, 501, 500, ["helper"], fds=_pipes(61, 62))
+    # Came into this pid namespace from outside (setns): its parent is 0.
+    _fake_process(root, 600, 0, ["ssh", "-W", "app10:22", "bastion"],
+                  fds=_pipes(71, 72))  # fmt: skip
+    # Its owner's main thread exited while another thread runs: the process
+    # shows as a zombie with no descriptors; its thread still holds the pipe.
+    _fake_process(root, 700, 1, ["worker"], state="Z")
+    (root / "700" / "task" / "701" / "fd").mkdir(parents=True)
+    (root / "700" / "task" / "701" / "fd" / "5").symlink_to("pipe:[81]")
+    _fake_process(root, 702, 1, ["ssh", "-W", "app11:22", "bastion"],
+                  fds=_pipes(81, 82))  # fmt: skip
     # Bystanders: an interactive ssh, a piped child of a non-Python parent.
     _fake_process(root, 200, 1, ["ssh", "web1"], fds={0: "/dev/pts/0"})
     _fake_process(root, 201, 1, ["bash"], fds={3: "pipe:[21]"}, exe="/bin/bash")
-    _fake_process(root, 202, 201, ["sort"], fds={0: "pipe:[21]", 1: "pipe:[21]",
-                                                 2: "pipe:[21]"})  # fmt: skip
+    _fake_process(root, 202, 201, ["sort"], fds=_pipes(91, 91, 91))
     return root
 
 
 def test_ps_finds_proxies_and_their_states(fake_proc: Path) -> None:
     found = {p.pid: p for p in ps.find_proxies(str(fake_proc))}
-    assert sorted(found) == [100, 101, 102, 103, 104, 105, 106, 107, 108]
+    proxies = [100, 101, 102, 103, 104, 105, 106, 107, 108, 402, 500, 600, 702]
+    assert sorted(found) == proxies
     assert found[100].state == "running" and found[100].kind == "ssh -W"
-    assert "its parent 50 (python3) holds its pipes" in found[100].owner
+    assert found[100].owner == "its parent 50 (python3) holds its pipes"
     # No pipes to compare: its parent being init proves nothing.
     assert found[101].state == "unknown"
+    assert "stdin and stdout are not pipes" in found[101].owner
     assert found[102].state == "zombie" and found[102].command == "[ssh]"
     assert found[103].state == "orphaned" and found[103].kind == "proxy tool on pipes"
     assert found[104].kind == "piped child of python"
+    assert found[104].state == "running"
     assert found[106].kind == "proxyfix child"  # leads its own session
-    assert found[105].state == "orphaned"  # parent gone
-    assert found[105].owner == "its parent 4242 is gone"
+    assert found[105].state == "orphaned"
+    assert found[105].owner.endswith("(its parent now: 4242 (gone))")
     assert found[107].state == "running" and found[107].ppid == 1
     assert found[108].state == "orphaned" and found[108].ppid == 300
-    assert "re-parented to 300 (python3)" in found[108].owner
+    assert found[108].owner == (
+        "its owner is gone: no process outside it holds its pipes "
+        "(its parent now: 300 (python3))"
+    )
+    assert found[402].state == "running" and found[402].ppid == 400
+    assert found[402].owner == "its pipes are held by 401 (sleep), 403 (cat)"
+    assert found[500].state == "orphaned"  # 501 is its own child
+    assert found[600].state == "unknown"
+    assert "from outside this pid namespace" in found[600].owner
+    assert found[702].state == "running"
+    assert found[702].owner == "its pipes are held by 700 (worker)"
     assert found[100].age_seconds == pytest.approx(1000, abs=0.1)
     assert found[100].ppid == 50
     matched = ps.find_proxies(str(fake_proc), match=[r"^sort$"])
     assert 202 in {p.pid for p in matched}
+
+
+def test_ps_counts_unreadable_descriptors_as_unknown(fake_proc: Path) -> None:
+    """One process whose descriptors cannot be read (another user's, to a
+    user who is not root; here a fd that is not a directory) might hold any
+    pipe: no orphans then, only unknowns that say so."""
+    _fake_process(fake_proc, 800, 1, ["secret-daemon"])
+    os.rmdir(fake_proc / "800" / "fd")
+    (fake_proc / "800" / "fd").write_text("")
+    found = {p.pid: p for p in ps.find_proxies(str(fake_proc))}
+    for pid in (103, 105, 108, 500):
+        assert found[pid].state == "unknown", found[pid]
+        assert found[pid].owner == (
+            "no readable process holds its pipes, but the descriptors of 1 other "
+            "process could not be read (not permitted: run as root)"
+        )
+    # What a readable process holds still shows the owner.
+    assert found[100].state == found[402].state == "running"
 
 
 def test_ps_cli_lists_filters_and_prints_json(fake_proc: Path) -> None:
@@ -318,80 +376,73 @@ def test_ps_cli_lists_filters_and_prints_json(fake_proc: Path) -> None:
         "PID", "PPID", "AGE", "STATE", "KIND", "COMMAND",
     ]  # fmt: skip
     assert "ssh -W app1:22 bastion" in table.stdout
+    # Below the table, each proxy's state explained.
+    assert "    402  running: its pipes are held by 401 (sleep), 403 (cat)" in (
+        table.stdout
+    )
     orphans = json.loads(
         cli("ps", "--proc", str(fake_proc), "--orphans", "--json").stdout
     )
-    assert sorted(p["pid"] for p in orphans) == [103, 105, 108]
+    assert sorted(p["pid"] for p in orphans) == [103, 105, 108, 500]
     assert {p["state"] for p in orphans} == {"orphaned"}
+    listed = cli("ps", "--proc", str(fake_proc), "--orphans").stdout
+    assert "2 proxies of unknown state, left alone:" in listed
+    assert "    600  unknown: it came in from outside" in listed
 
 
-def _orphan_ssh_w(ignore_term: bool) -> int:
-    """A real orphan whose command line is ``ssh ... -W host:22``, on pipes.
-
-    Its owner exits at once, so it is re-parented, and its new parent holds
-    none of its pipes.
-    """
-    body = "import signal, time\n"
-    if ignore_term:
-        body += "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-    body += "time.sleep(60)\n"
-    spawner = (
-        "import subprocess, sys\n"
-        f"p = subprocess.Popen(['ssh', '-c', {body!r}, '-W', 'app:22'],"
-        " executable=sys.executable, start_new_session=True,"
-        " stdin=subprocess.PIPE, stdout=subprocess.PIPE,"
-        " stderr=subprocess.PIPE)\n"
-        "print(p.pid)\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", spawner], capture_output=True, text=True, timeout=30
-    )
-    pid = int(done.stdout)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:  # until python has started as "ssh"
-        if capped.cmdline(pid).startswith("ssh -c"):
-            break
-        time.sleep(0.02)
-    return pid
-
-
-def _proc_with_only(tmp_path: Path, pids: list[int]) -> Path:
-    """A proc root that shows only ``pids`` (links to the real /proc)."""
-    root = tmp_path / "proc"
-    root.mkdir()
-    shutil.copy("/proc/uptime", root / "uptime")
-    for pid in pids:
-        os.symlink(f"/proc/{pid}", root / str(pid))
-    return root
+# An owner that renames itself (its comm) and starts a proxy on pipes whose
+# command line carries a terminal escape (set the window title) and a newline
+# (forge a row of the table).
+_EVIL_OWNER = """
+import subprocess, sys, time
+with open("/proc/self/comm", "w") as f:
+    f.write(sys.argv[1])
+p = subprocess.Popen(sys.argv[2:], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+print(p.pid, flush=True)
+time.sleep(60)
+"""
 
 
 @pytest.mark.timeout(60)
-def test_ps_kill_orphans_asks_then_terms_then_kills(tmp_path: Path) -> None:
-    polite, stubborn = _orphan_ssh_w(False), _orphan_ssh_w(True)
+def test_ps_escapes_control_characters_in_the_table_and_keeps_them_in_json(
+    tmp_path: Path,
+) -> None:
+    link = tmp_path / "ssh"
+    link.symlink_to(os.path.realpath(sys.executable))
+    target = "db:22\x1b]0;owned\x07\nFORGED-ROW"
+    comm = "own\x1b[2J\nx"
+    argv = [str(link), "-c", "import time; time.sleep(60)", "-W", target, "bastion"]
+    owner = subprocess.Popen(
+        [sys.executable, "-c", _EVIL_OWNER, comm, *argv],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert owner.stdout is not None
+    proxy = int(owner.stdout.readline())
     try:
-        # Their new parents (init or a subreaper) are shown too: the verdict
-        # comes from what those hold, not from their being gone.
-        parents = {capped.parent_pid(polite), capped.parent_pid(stubborn)}
-        root = _proc_with_only(tmp_path, [polite, stubborn, *(parents - {None})])
-        listed = json.loads(cli("ps", "--proc", str(root), "--json").stdout)
-        states = {p["pid"]: p["state"] for p in listed}
-        assert states == {polite: "orphaned", stubborn: "orphaned"}, listed
-        # No stdin: the question is answered "no" and nothing is touched.
-        asked = cli("ps", "--proc", str(root), "--kill-orphans")
-        assert asked.returncode == 1
-        assert "Terminate 2 orphaned proxies" in asked.stderr
-        assert "Nothing was killed" in asked.stderr
-        assert capped.proc_state(polite) not in (None, "Z")
-        # --yes: SIGTERM, then SIGKILL for the one that ignores it.
-        done = cli("ps", "--proc", str(root), "--kill-orphans", "--yes", "--json")
-        print(done.stdout)
-        assert done.returncode == 0, done.stderr
-        killed = json.loads(done.stdout)["killed"]
-        assert killed == {str(polite): "terminated (SIGTERM)",
-                          str(stubborn): "killed (SIGKILL)"}  # fmt: skip
-        assert capped.wait_gone([polite, stubborn], timeout=5) == []
+        deadline = time.monotonic() + 10
+        while "FORGED" not in capped.cmdline(proxy):
+            assert time.monotonic() < deadline, "the proxy did not start"
+            time.sleep(0.02)
+        table = cli("ps")
+        listed = json.loads(cli("ps", "--json").stdout)
     finally:
-        capped.kill_pids([polite, stubborn])
+        owner.kill()
+        owner.wait()
+        owner.stdout.close()
+        capped.kill_pids([proxy])
+        capped.wait_gone([proxy], timeout=5)
+    print(table.stdout)
+    assert table.returncode == 0, table.stderr
+    assert "\x1b" not in table.stdout and "\x07" not in table.stdout
+    rows = [line for line in table.stdout.splitlines() if "FORGED-ROW" in line]
+    assert len(rows) == 1, rows  # one row: the newline did not start another
+    assert rows[0].startswith(f"{proxy:>7} {owner.pid:>7}")
+    assert rows[0].endswith("-W db:22\\x1b]0;owned\\x07\\nFORGED-ROW bastion")
+    why = f"{proxy:>7}  running: its parent {owner.pid} (own\\x1b[2J\\nx) holds"
+    assert why in table.stdout
+    (mine,) = [p for p in listed if p["pid"] == proxy]
+    assert mine["command"] == " ".join(argv)  # exact
+    assert mine["owner"] == f"its parent {owner.pid} ({comm}) holds its pipes"
 
 
 # -- run ----------------------------------------------------------------------------
@@ -471,6 +522,99 @@ def test_run_python_script_found_on_path(tmp_path: Path) -> None:
     seen = json.loads(done.stdout)
     assert seen["argv"] == [str(tool), "x"] and seen["path0"] == str(bin_dir)
     assert seen["installed"] is True
+
+
+# -- run never takes a program from the current directory --------------------------
+#
+# Operators run `run` as root, from wherever they are: often a directory other
+# users can write to (/tmp, a shared deploy directory). A file planted there,
+# named like the program, must not run.
+
+
+def _plant(directory: Path, name: str, marker: Path) -> Path:
+    """An executable Python program ``name`` that creates ``marker`` if run."""
+    directory.mkdir(parents=True, exist_ok=True)
+    planted = directory / name
+    code = f"open({str(marker)!r}, 'w').close()\nprint('PLANTED')\n"
+    planted.write_text("#!/usr/bin/env python3\n" + code)
+    planted.chmod(0o755)
+    return planted
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    "path_head", ["", ".", "::", "sub"], ids=["PATH", "dot", "empty", "relative"]
+)
+def test_run_never_runs_a_planted_program_from_the_cwd(
+    path_head: str, tmp_path: Path
+) -> None:
+    """``run -- celery`` (and ``run NAME``) in a directory holding an
+    executable ``celery``: never that file, not even when PATH has an entry
+    meaning the current directory (``.``, an empty one, a relative one).
+    The old code ran ``./NAME`` whenever such a file existed."""
+    cwd, marker = tmp_path / "cwd", tmp_path / "RAN"
+    names = ["celery", "proxyfix-planted-tool"]  # the second is installed nowhere
+    for name in names:
+        _plant(cwd, name, marker)
+        _plant(cwd / "sub", name, marker)
+    env = {"PATH": f"{path_head}:{os.environ['PATH']}"} if path_head else {}
+    for args in (["--", "celery", "--version"], ["celery", "--version"],
+                 ["--", names[1]], [names[1]]):  # fmt: skip
+        done = cli("run", *args, cwd=cwd, env=env, timeout=60)
+        print(args, done.returncode, done.stdout, done.stderr)
+        no_traceback(done)
+        assert "PLANTED" not in done.stdout
+        assert not marker.exists(), f"run {args} ran the planted file"
+        if names[1] in args:
+            assert done.returncode == 2
+            assert f"no such program: {names[1]} (not a console script, not on " in (
+                done.stderr
+            )
+            assert f"to run the file here, say ./{names[1]}" in done.stderr
+
+
+@pytest.mark.timeout(60)
+def test_run_runs_a_file_the_user_named_with_a_path(tmp_path: Path) -> None:
+    """The other side of the rule: a slash, or ``.py``, names a file."""
+    marker = tmp_path / "RAN"
+    _plant(tmp_path, "celery", marker)
+    for args in (["./celery"], ["--", "./celery"]):
+        marker.unlink(missing_ok=True)
+        done = cli("run", *args, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert marker.exists() and "PLANTED" in done.stdout
+    _plant(tmp_path, "deploy.py", marker).chmod(0o644)
+    marker.unlink()
+    assert cli("run", "deploy.py", cwd=tmp_path).returncode == 0
+    assert marker.exists()
+
+
+@pytest.mark.timeout(60)
+def test_run_console_script_never_imports_from_the_cwd(tmp_path: Path) -> None:
+    """``python -m`` puts the current directory first on sys.path: a planted
+    ``demo_tool.py`` (the module the console script imports) or a planted
+    ``*.dist-info`` declaring a console script must not be what runs."""
+    env = _console_script(tmp_path)
+    cwd, marker = tmp_path / "cwd", tmp_path / "RAN"
+    cwd.mkdir()
+    payload = f"open({str(marker)!r}, 'w').close()\ndef main():\n    return 99\n"
+    (cwd / "demo_tool.py").write_text(payload)
+    (cwd / "planted_mod.py").write_text(payload)
+    info = cwd / "planted-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: planted\nVersion: 1.0\n"
+    )
+    (info / "entry_points.txt").write_text(
+        "[console_scripts]\nproxyfix-planted-tool = planted_mod:main\n"
+    )
+    done = cli("run", "--", "proxyfix-demo-tool", "x", env=env, cwd=cwd)
+    assert done.returncode == 3, done.stderr  # the installed one
+    assert json.loads(done.stdout) == [["proxyfix-demo-tool", "x"], True]
+    planted = cli("run", "--", "proxyfix-planted-tool", env=env, cwd=cwd)
+    assert planted.returncode == 2, planted.stderr
+    assert "no such program: proxyfix-planted-tool" in planted.stderr
+    assert not marker.exists()
 
 
 @pytest.mark.timeout(60)

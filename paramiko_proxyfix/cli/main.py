@@ -67,11 +67,17 @@ def _parser() -> argparse.ArgumentParser:
         metavar="REGEX",
         help="also count processes whose command line matches (repeatable)",
     )
-    ps.add_argument("--proc", default="/proc", metavar="DIR", help="/proc to read")
+    ps.add_argument(
+        "--proc",
+        default="/proc",
+        metavar="DIR",
+        help="/proc to list from (killing needs this pid namespace's own /proc)",
+    )
     ps.add_argument("--json", action="store_true", help="print JSON")
     sub.add_parser(
         "run",
-        help="run a Python program with the fix: run -m MODULE | SCRIPT | -- PROGRAM",
+        help="run a Python program with the fix: run -m MODULE | ./SCRIPT | "
+        "-- PROGRAM (never one in the current directory by name)",
         add_help=False,
     )
     return parser
@@ -110,20 +116,29 @@ def _confirm(question: str) -> bool:
 
 
 def _ps(args: argparse.Namespace) -> int:
-    from .ps import ProcUnavailable, as_json, find_proxies, kill, render
+    from ..redact import printable
+    from .ps import ProcUnavailable, as_json, find_proxies, kill, notes, render
 
     try:
-        proxies = find_proxies(args.proc, args.match)
+        everything = find_proxies(args.proc, args.match)
     except ProcUnavailable as exc:
         print(f"{PROG} ps: {exc}", file=sys.stderr)
         return 2
-    if args.orphans or args.kill_orphans:
-        proxies = [p for p in proxies if p.state == "orphaned"]
+    narrowed = args.orphans or args.kill_orphans
+    proxies = (
+        [p for p in everything if p.state == "orphaned"] if narrowed else everything
+    )
+    # Left out of the orphans, never killed: say why, as the full table does.
+    unknown = [p for p in everything if p.state == "unknown"] if narrowed else []
+    table = render(proxies, "no orphaned proxies found" if narrowed else None)
+    if unknown:
+        table += f"\n\n{len(unknown)} proxies of unknown state, left alone:\n"
+        table += "\n".join(notes(unknown))
     if not args.kill_orphans:
-        print(json.dumps(as_json(proxies), indent=2) if args.json else render(proxies))
+        print(json.dumps(as_json(proxies), indent=2) if args.json else table)
         return 0
     if not args.json:
-        print(render(proxies))
+        print(table)
     outcome: dict[int, str] = {}
     refused = False
     if proxies:
@@ -138,11 +153,12 @@ def _ps(args: argparse.Namespace) -> int:
             "proxies": as_json(proxies),
             "killed": outcome,
             "confirmed": not refused,
+            "unknown": as_json(unknown),
         }
         print(json.dumps(report, indent=2))
     else:
         for pid, what in outcome.items():
-            print(f"{pid}: {what}")
+            print(f"{pid}: {printable(what)}")
     if refused:
         print(
             "Nothing was killed (no confirmation; --yes skips the question).",

@@ -1,33 +1,18 @@
 """``ps``: the proxy processes on this host, read from /proc, and ``--kill-orphans``.
 
-What counts as a proxy (no process says "I am a ProxyCommand", so these are
-heuristics, kept narrow enough to be safe for ``--kill-orphans``):
+A proxy (no process says "I am a ProxyCommand": heuristics kept narrow) is
+``ssh -W``; a known proxy tool (``nc``, ``socat``...) with stdin and stdout
+on pipes; a command whose stdin, stdout and stderr are pipes its Python
+parent holds (``proxyfix child`` when it also leads a session: this
+package's); or whatever matches ``--match``.
 
-- ``ssh`` run with ``-W`` (``ssh -W host:port bastion``), the usual proxy;
-- a known proxy tool (``nc``, ``ncat``, ``socat``, ``connect-proxy``,
-  ``corkscrew``, ``proxytunnel``) whose stdin and stdout are pipes, as a
-  ProxyCommand's are;
-- any other command whose stdin, stdout and stderr are pipes held by its
-  parent, when that parent is a Python process: what paramiko's
-  ProxyCommand starts. When it also leads a session of its own, it was
-  started by this package (without a terminal, it gives each proxy one).
-  Only a live parent shows this, so such a proxy is never reported as an
-  orphan;
-- anything matching a ``--match`` pattern.
-
-A proxy is *orphaned* when its owner is gone, which is read from its parent,
-never from the parent's pid: a ProxyCommand's owner holds the other ends of
-the proxy's stdin and stdout pipes, and when the owner dies the kernel hands
-the proxy to init or to the nearest subreaper (systemd user managers, tini),
-which holds none of them. So: the parent is gone, or the parent holds none of
-the pipes (or sockets) on the proxy's stdin and stdout. A service running as
-pid 1 (a container, ``unshare --pid``) owns its proxies like any parent. When
-that cannot be read (stdin and stdout are not pipes, or the parent's
-descriptors are not readable), the state is *unknown*, never *orphaned*.
-A *zombie* has exited but nobody reaped it.
-
-``kill`` signals a process only through a pidfd opened while its start time
-still matched the listing, so a pid reused in between is never signalled.
+It is *orphaned* when no process outside its own subtree (itself and its
+descendants) holds its stdin or stdout pipe, whoever its parent is now: a
+pipeline's member is not, the commands beside it hold its pipes. Where that
+cannot be read it is *unknown*, never orphaned. Each process's descriptors
+are read at most once per listing. ``kill`` signals through
+:func:`paramiko_proxyfix.gate.pin` only, then decides the state afresh; no
+pidfd, no signal. docs/cli.md has the rules in full.
 """
 
 from __future__ import annotations
@@ -37,10 +22,11 @@ import re
 import select
 import signal
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Callable
 
-from .. import procfs
+from .. import gate, procfs
+from ..redact import printable
 
 __all__ = ["ProcUnavailable", "Proxy", "as_json", "find_proxies", "kill", "render"]
 
@@ -50,88 +36,6 @@ _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 class ProcUnavailable(Exception):
     """There is no usable /proc here (not Linux, or not mounted)."""
-
-
-# -- /proc access: every read of the proc tree goes through these -----------------
-
-
-def read_uptime(root: str) -> float:
-    try:
-        with open(os.path.join(root, "uptime")) as f:
-            return float(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        raise ProcUnavailable(
-            f"{root} is not a readable proc filesystem (ps needs Linux's /proc)"
-        ) from None
-
-
-def list_pids(root: str) -> list[int]:
-    return sorted(procfs.pids(root))
-
-
-def read_stat(root: str, pid: int) -> procfs.ProcStat | None:
-    """The process's stat fields, or None if it is gone."""
-    return procfs.stat(pid, root)
-
-
-def read_argv(root: str, pid: int) -> list[str]:
-    try:
-        with open(os.path.join(root, str(pid), "cmdline"), "rb") as f:
-            raw = f.read()
-    except OSError:
-        return []
-    return [a.decode(errors="replace") for a in raw.rstrip(b"\0").split(b"\0") if a]
-
-
-def read_comm(root: str, pid: int) -> str:
-    try:
-        with open(os.path.join(root, str(pid), "comm")) as f:
-            return f.read().strip()
-    except OSError:
-        return "?"
-
-
-def read_exe(root: str, pid: int) -> str:
-    try:
-        return os.readlink(os.path.join(root, str(pid), "exe"))
-    except OSError:
-        return ""
-
-
-def read_fd(root: str, pid: int, fd: int) -> str:
-    """What descriptor ``fd`` is (``pipe:[INODE]``...), "" if unreadable."""
-    try:
-        return os.readlink(os.path.join(root, str(pid), "fd", str(fd)))
-    except OSError:
-        return ""
-
-
-def read_fds(root: str, pid: int) -> set[str] | None:
-    """What all the process's descriptors are; None if they cannot be read."""
-    path = os.path.join(root, str(pid), "fd")
-    try:
-        names = os.listdir(path)
-    except OSError:
-        return None
-    return {read_fd(root, pid, int(n)) for n in names if n.isdigit()}
-
-
-def proc_is_ours(root: str, pid: int) -> bool:
-    """Whether ``root``'s entry for ``pid`` is the process this process calls pid.
-
-    Checked before signalling: a proc tree of another pid namespace (a host's
-    /proc mounted in a container) numbers other processes.
-    """
-    try:
-        if os.readlink("/proc/self") != str(os.getpid()):
-            return False  # our /proc belongs to another pid namespace
-        theirs, ours = os.stat(os.path.join(root, str(pid))), os.stat(f"/proc/{pid}")
-    except OSError:
-        return False
-    return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
-
-
-# -- what is a proxy, and who owns it ---------------------------------------------
 
 
 @dataclass
@@ -146,12 +50,122 @@ class Proxy:
     owner: str  # how the state was decided
 
 
-def _is_python(root: str, pid: int) -> bool:
-    exe = read_exe(root, pid)
-    if not exe:
-        argv = read_argv(root, pid)
-        exe = argv[0] if argv else ""
-    return os.path.basename(exe).startswith("python")
+def _pipe(target: str) -> bool:
+    return target.startswith("pipe:[")
+
+
+class Scan:
+    """One listing of ``root``: stats read once, descriptors at most once."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.stats: dict[int, procfs.ProcStat] = {}
+        self._read_stats(procfs.pids(root))
+        self._fds: dict[int, dict[int, str] | None] = {}
+        self._python: dict[int, bool] = {}
+        self._holders: dict[str, set[int]] | None = None
+        self._children: dict[int, list[int]] = {}
+        self.unreadable: set[int] = set()  # whose descriptors could not be read
+
+    def _read_stats(self, pids: Iterable[int]) -> None:
+        found = ((pid, procfs.stat(pid, self.root)) for pid in pids)
+        self.stats.update((pid, info) for pid, info in found if info is not None)
+
+    def fds(self, pid: int) -> dict[int, str] | None:
+        if pid not in self._fds:
+            self._fds[pid] = procfs.descriptors(pid, self.root)
+        return self._fds[pid]
+
+    def is_python(self, pid: int) -> bool:
+        if pid not in self._python:
+            exe = procfs.exe(pid, self.root) or "".join(procfs.argv(pid, self.root)[:1])
+            self._python[pid] = os.path.basename(exe).startswith("python")
+        return self._python[pid]
+
+    def name(self, pid: int) -> str:
+        return f"{pid} ({procfs.comm(pid, self.root)})"
+
+    def holders(self) -> dict[str, set[int]]:
+        """Each pipe -> the processes holding it, from every process's descriptors."""
+        if self._holders is None:
+            self._holders = {}
+            pending = list(self.stats)
+            for again in (True, False):
+                for pid in pending:
+                    table = self.fds(pid)
+                    if table is None:
+                        self.unreadable.add(pid)
+                        continue
+                    for target in table.values():
+                        if _pipe(target):
+                            self._holders.setdefault(target, set()).add(pid)
+                if again:
+                    # A process forked since the listing began may hold a pipe
+                    # its parent has closed since: read those once too.
+                    pending = [p for p in procfs.pids(self.root) if p not in self._fds]
+                    self._read_stats(pending)
+            for pid, info in self.stats.items():
+                self._children.setdefault(info.ppid, []).append(pid)
+        return self._holders
+
+    def subtree(self, pid: int) -> set[int]:
+        """``pid`` and its descendants (after :meth:`holders`)."""
+        found, stack = {pid}, [pid]
+        while stack:
+            for child in self._children.get(stack.pop(), []):
+                if child not in found:
+                    found.add(child)
+                    stack.append(child)
+        return found
+
+    def entered(self, pid: int) -> bool:
+        """Whether it or an ancestor has parent 0 but is not pid 1 (setns)."""
+        seen: set[int] = set()
+        while pid in self.stats and pid not in seen:
+            seen.add(pid)
+            ppid = self.stats[pid].ppid
+            if ppid == 0:
+                return pid != 1
+            pid = ppid
+        return False
+
+    def ownership(self, pid: int) -> tuple[str, str]:
+        """(state, why) of a live proxy: running, orphaned or unknown."""
+        if self.entered(pid):
+            return "unknown", (
+                "it came in from outside this pid namespace: its owner may be "
+                "outside too, where ps cannot see"
+            )
+        holders = self.holders()
+        ours = self.subtree(pid)
+        blind = len(self.unreadable - ours)
+        unread = (
+            f"the descriptors of {blind} other process{'es' * (blind != 1)} "
+            "could not be read (not permitted: run as root)"
+        )
+        mine = self.fds(pid)
+        if mine is None:
+            return "unknown", f"cannot read its descriptors; {unread}"
+        ends = {t for t in (mine.get(0, ""), mine.get(1, "")) if _pipe(t)}
+        if not ends:
+            return "unknown", "stdin and stdout are not pipes: cannot tell its owner"
+        held = sorted(
+            {h for end in ends for h in holders.get(end, ()) if h not in ours}
+        )
+        ppid = self.stats[pid].ppid
+        if ppid in held:
+            return "running", f"its parent {self.name(ppid)} holds its pipes"
+        if held:
+            shown = ", ".join(self.name(h) for h in held[:3])
+            more = f" and {len(held) - 3} more" if len(held) > 3 else ""
+            return "running", f"its pipes are held by {shown}{more}"
+        if blind:
+            return "unknown", f"no readable process holds its pipes, but {unread}"
+        parent = self.name(ppid) if ppid in self.stats else f"{ppid} (gone)"
+        return "orphaned", (
+            f"its owner is gone: no process outside it holds its pipes "
+            f"(its parent now: {parent})"
+        )
 
 
 def _is_ssh_w(argv: list[str]) -> bool:
@@ -160,248 +174,158 @@ def _is_ssh_w(argv: list[str]) -> bool:
     return any(a == "-W" or (a.startswith("-W") and len(a) > 2) for a in argv[1:])
 
 
-#: The descriptors of a process, read once per listing: a worker with
-#: thousands of descriptors may be the parent of many proxies.
-Held = Callable[[int], "set[str] | None"]
-
-
 def _kind(
-    root: str,
+    scan: Scan,
     pid: int,
-    stat: procfs.ProcStat,
+    info: procfs.ProcStat,
     argv: list[str],
     patterns: list[re.Pattern[str]],
-    held_by: Held,
 ) -> str | None:
     """Why this process counts as a proxy, or None."""
     if _is_ssh_w(argv):
         return "ssh -W"
-    command = " ".join(argv)
-    if any(p.search(command) for p in patterns):
+    if any(p.search(" ".join(argv)) for p in patterns):
         return "--match"
-    stdio = [read_fd(root, pid, n) for n in (0, 1, 2)]
-    piped = [t.startswith("pipe:") for t in stdio]
-    if argv and os.path.basename(argv[0]) in _TOOLS and all(piped[:2]):
+    tool = bool(argv) and os.path.basename(argv[0]) in _TOOLS
+    if not tool and not scan.is_python(info.ppid):
+        return None
+    table = scan.fds(pid)
+    if table is None:
+        return None
+    stdio = [table.get(n, "") for n in (0, 1, 2)]
+    piped = [_pipe(t) for t in stdio]
+    if tool and all(piped[:2]):
         return "proxy tool on pipes"
-    if all(piped) and _is_python(root, stat.ppid):
-        held = held_by(stat.ppid)
-        if held is not None and set(stdio) <= held:
-            return "proxyfix child" if stat.session == pid else "piped child of python"
+    if all(piped) and scan.is_python(info.ppid):
+        held = scan.fds(info.ppid)
+        if held is not None and set(stdio) <= set(held.values()):
+            return "proxyfix child" if info.session == pid else "piped child of python"
     return None
-
-
-def _zombie_kind(root: str, pid: int, ppid: int) -> str | None:
-    """A zombie ``ssh`` under a Python process: an unreaped ProxyCommand."""
-    if read_comm(root, pid) == "ssh" and _is_python(root, ppid):
-        return "ssh (exited)"
-    return None
-
-
-def _channel(target: str) -> bool:
-    """A descriptor that names one pipe or socket (``/dev/null`` names many)."""
-    return target.startswith(("pipe:[", "socket:["))
-
-
-def ownership(root: str, pid: int, ppid: int, held_by: Held) -> tuple[str, str]:
-    """(state, why) of a live proxy: running, orphaned or unknown."""
-    if ppid == 0:
-        return "unknown", "its parent is outside this pid namespace"
-    if read_stat(root, ppid) is None:
-        return "orphaned", f"its parent {ppid} is gone"
-    name = f"{ppid} ({read_comm(root, ppid)})"
-    ends = {t for t in (read_fd(root, pid, 0), read_fd(root, pid, 1)) if _channel(t)}
-    if not ends:
-        return "unknown", "stdin and stdout are not pipes: cannot tell its owner"
-    held = held_by(ppid)
-    if held is None:
-        return "unknown", f"cannot read the descriptors of its parent {name}"
-    if ends & held:
-        return "running", f"its parent {name} holds its pipes"
-    # The owner died and the kernel handed the proxy to init or a subreaper.
-    return "orphaned", f"re-parented to {name}, which holds none of its pipes"
 
 
 def find_proxies(root: str = "/proc", match: list[str] | None = None) -> list[Proxy]:
     """Every proxy process visible in ``root``; raises ProcUnavailable."""
-    uptime = read_uptime(root)
+    uptime = procfs.uptime(root)
+    if uptime is None:
+        raise ProcUnavailable(
+            f"{root} is not a readable proc filesystem (ps needs Linux's /proc)"
+        )
     patterns = [re.compile(m) for m in match or []]
-    me = os.getpid()
+    me = os.getpid() if procfs.is_ours(root) else None
+    scan = Scan(root)
     found = []
-    fds: dict[int, set[str] | None] = {}
-
-    def held_by(pid: int) -> set[str] | None:
-        if pid not in fds:
-            fds[pid] = read_fds(root, pid)
-        return fds[pid]
-
-    for pid in list_pids(root):
-        stat = read_stat(root, pid)
-        if stat is None or pid == me:
+    for pid, info in sorted(scan.stats.items()):
+        if pid == me:
             continue
-        argv = read_argv(root, pid)
-        kind = _kind(root, pid, stat, argv, patterns, held_by)
-        if kind is None and stat.state == "Z":
+        argv = procfs.argv(pid, root)
+        kind = _kind(scan, pid, info, argv, patterns)
+        if kind is None and info.state == "Z":
             # A zombie has no command line left; its parent tells us more.
-            kind = _zombie_kind(root, pid, stat.ppid)
+            ssh = procfs.comm(pid, root) == "ssh" and scan.is_python(info.ppid)
+            kind = "ssh (exited)" if ssh else None
         if kind is None:
             continue
-        if stat.state == "Z":
-            state, why = "zombie", f"exited; its parent {stat.ppid} has not reaped it"
+        if info.state == "Z":
+            state, why = "zombie", f"exited; its parent {info.ppid} has not reaped it"
         else:
-            state, why = ownership(root, pid, stat.ppid, held_by)
+            state, why = scan.ownership(pid)
+        age = max(0.0, uptime - info.start_ticks / _TICKS)
+        command = " ".join(argv) or f"[{procfs.comm(pid, root)}]"
         found.append(
-            Proxy(
-                pid=pid,
-                ppid=stat.ppid,
-                age_seconds=max(0.0, uptime - stat.start_ticks / _TICKS),
-                state=state,
-                kind=kind,
-                command=" ".join(argv) or f"[{read_comm(root, pid)}]",
-                start_ticks=stat.start_ticks,
-                owner=why,
-            )
+            Proxy(pid, info.ppid, age, state, kind, command, info.start_ticks, why)
         )
     return found
 
 
-# -- killing ----------------------------------------------------------------------
-
-_pidfd_open = getattr(os, "pidfd_open", None)
-_pidfd_send_signal = getattr(signal, "pidfd_send_signal", None)
-
-
-class _Pinned:
-    """One listed process, held so that no other process can be signalled.
-
-    With a pidfd (Linux 5.3+), the kernel guarantees it; without one, the
-    start time is read again right before each signal.
-    """
-
-    def __init__(self, listed: Proxy, pidfd: int | None) -> None:
-        self.listed = listed
-        self.pid = listed.pid
-        self.pidfd = pidfd
-
-    def same(self) -> bool:
-        """Still the listed process, and not exited."""
-        stat = read_stat("/proc", self.pid)
-        return (
-            stat is not None
-            and stat.start_ticks == self.listed.start_ticks
-            and stat.state != "Z"
-        )
-
-    def send(self, sig: int) -> str | None:
-        """None once sent, else why not."""
-        try:
-            if self.pidfd is not None and _pidfd_send_signal is not None:
-                _pidfd_send_signal(self.pidfd, sig)
-            elif self.same():
-                os.kill(self.pid, sig)
-            else:
-                return "already gone"
-        except ProcessLookupError:
-            return "already gone"
-        except PermissionError:
-            return "not permitted"
-        return None
-
-    def close(self) -> None:
-        if self.pidfd is not None:
-            os.close(self.pidfd)
-            self.pidfd = None
-
-
-def _pin(root: str, p: Proxy) -> _Pinned | str:
-    """The listed process, pinned, or why it cannot be signalled."""
-    if not proc_is_ours(root, p.pid):
-        if read_stat(root, p.pid) is None:
-            return "already gone"
-        return f"refused: {root} is not this pid namespace's /proc"
-    pidfd: int | None = None
-    if _pidfd_open is not None and _pidfd_send_signal is not None:
-        try:
-            pidfd = _pidfd_open(p.pid)
-        except ProcessLookupError:
-            return "already gone"
-        except OSError:
-            pidfd = None  # no pidfd here (old kernel, seccomp): re-check instead
-    pinned = _Pinned(p, pidfd)
-    # Opened first, checked second: if the start time still matches, the
-    # pidfd was opened on the listed process, not on a later one with its pid.
-    if not pinned.same():
-        pinned.close()
-        return "already gone"
-    return pinned
-
-
-def _exited(pinned: list[_Pinned], timeout: float) -> set[int]:
+def _exited(pins: list[gate.Pin], timeout: float) -> set[int]:
     """Wait up to ``timeout`` s; the pids of those that exited."""
     gone: set[int] = set()
     deadline = time.monotonic() + timeout
     while True:
-        left = [t for t in pinned if t.pid not in gone]
-        by_fd = {t.pidfd: t for t in left if t.pidfd is not None}
-        # A pidfd turns readable when its process exits.
-        if by_fd:
-            poller = select.poll()
-            for fd in by_fd:
-                poller.register(fd, select.POLLIN)
-            gone.update(by_fd[fd].pid for fd, _ in poller.poll(0))
-        gone.update(t.pid for t in left if t.pidfd is None and not t.same())
-        now = time.monotonic()
-        if len(gone) == len(pinned) or now >= deadline:
+        left = {p.pidfd: p for p in pins if p.pid not in gone and p.pidfd is not None}
+        if not left:
             return gone
-        time.sleep(min(0.05, deadline - now))
+        poller = select.poll()
+        for fd in left:
+            poller.register(fd, select.POLLIN)  # readable once its process exits
+        ready = poller.poll(max(0.0, deadline - time.monotonic()) * 1000)
+        if not ready:
+            return gone
+        gone.update(left[fd].pid for fd, _ in ready)
+
+
+def _pin(root: str, p: Proxy) -> gate.Pin | str:
+    """The listed process, pinned, or why it may not be signalled."""
+    if not procfs.is_ours(root) or not procfs.same_process(root, p.pid):
+        if procfs.is_ours(root) and procfs.stat(p.pid, root) is None:
+            return "already gone"
+        return f"refused: {root} is not this pid namespace's /proc"
+    return gate.pin(p.pid, p.start_ticks, {p.ppid})
+
+
+def _not_orphaned(scan: Scan, listed: Proxy) -> str | None:
+    """None if the listed process is still there and orphaned, else why not."""
+    info = scan.stats.get(listed.pid)
+    if info is None or info.start_ticks != listed.start_ticks or info.state == "Z":
+        return "already gone"
+    state, why = scan.ownership(listed.pid)
+    return None if state == "orphaned" else f"refused: now {state} ({why})"
 
 
 def kill(
     victims: list[Proxy], root: str = "/proc", grace: float = 2.0
 ) -> dict[int, str]:
-    """SIGTERM each, SIGKILL those still there after ``grace`` s; pid -> outcome."""
+    """SIGTERM each orphan, SIGKILL those still there after ``grace`` s;
+    pid -> outcome. Each is pinned first, then must still be orphaned."""
     outcome: dict[int, str] = {}
-    signalled: list[_Pinned] = []
+    pinned: list[gate.Pin] = []
+    signalled: list[gate.Pin] = []
     try:
         for p in victims:
-            pinned = _pin(root, p)
-            if isinstance(pinned, str):
-                outcome[p.pid] = pinned
-                continue
-            why = pinned.send(signal.SIGTERM)
-            if why is None:
-                signalled.append(pinned)
+            pin = _pin(root, p)
+            if isinstance(pin, str):
+                outcome[p.pid] = pin
             else:
-                outcome[p.pid] = why
-                pinned.close()
+                pinned.append(pin)
+        # Decided again now that each is pinned: a listing may have raced a
+        # process handing its pipes to a child it had just forked.
+        scan = Scan(root)
+        for pin in pinned:
+            listed = next(p for p in victims if p.pid == pin.pid)
+            sent = _not_orphaned(scan, listed) or pin.send(signal.SIGTERM)
+            if sent is None:
+                signalled.append(pin)
+            else:
+                outcome[pin.pid] = sent
         gone = _exited(signalled, grace)
-        for t in signalled:
-            outcome[t.pid] = "terminated (SIGTERM)"
-            if t.pid not in gone:
-                why = t.send(signal.SIGKILL)
-                if why != "already gone":
-                    outcome[t.pid] = why or "killed (SIGKILL)"
+        for pin in signalled:
+            outcome[pin.pid] = "terminated (SIGTERM)"
+            if pin.pid not in gone:
+                sent = pin.send(signal.SIGKILL)
+                if sent != "already gone":
+                    outcome[pin.pid] = sent or "killed (SIGKILL)"
     finally:
-        for t in signalled:
-            t.close()
+        for pin in pinned:
+            pin.close()
     return outcome
 
 
-# -- output -----------------------------------------------------------------------
-
-
 def _age(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    if seconds < 172800:
-        return f"{seconds / 3600:.0f}h"
+    for unit, size, below in (("s", 1, 120), ("m", 60, 7200), ("h", 3600, 172800)):
+        if seconds < below:
+            return f"{seconds / size:.0f}{unit}"
     return f"{seconds / 86400:.0f}d"
 
 
-def render(proxies: list[Proxy]) -> str:
+def notes(proxies: list[Proxy]) -> list[str]:
+    """One line per proxy: why it is in its state."""
+    return [f"{p.pid:>7}  {p.state}: {printable(p.owner)}" for p in proxies]
+
+
+def render(proxies: list[Proxy], empty: str | None = None) -> str:
+    """A table for people: what other users control is escaped (``\\x1b``)."""
     if not proxies:
-        return "no proxy processes found"
+        return empty or "no proxy processes found"
     kind_w = max(len("KIND"), *(len(p.kind) for p in proxies))
     lines = [
         f"{'PID':>7} {'PPID':>7} {'AGE':>5}  {'STATE':<9} {'KIND':<{kind_w}}  COMMAND"
@@ -409,10 +333,11 @@ def render(proxies: list[Proxy]) -> str:
     for p in proxies:
         lines.append(
             f"{p.pid:>7} {p.ppid:>7} {_age(p.age_seconds):>5}  {p.state:<9} "
-            f"{p.kind:<{kind_w}}  {p.command}"
+            f"{printable(p.kind):<{kind_w}}  {printable(p.command)}"
         )
-    return "\n".join(lines)
+    return "\n".join([*lines, "", *notes(proxies)])
 
 
 def as_json(proxies: list[Proxy]) -> list[dict[str, object]]:
+    """The exact values (JSON escapes control characters itself)."""
     return [asdict(p) for p in proxies]
