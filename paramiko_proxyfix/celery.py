@@ -22,7 +22,12 @@ itself and its pool processes (see fleet.py):
   pid, command, age, idle seconds, bytes in/out and state, and each
   process's counters;
 - ``celery -A proj control proxyfix_close_idle SECONDS``: close the proxies
-  idle for that long; answers how many.
+  idle for that long; answers how many. SECONDS must be a finite number > 0
+  (``close_all()`` closes everything): anything else is answered, before
+  anything is closed, with ``{"error": "why"}``, as Celery's own commands
+  answer errors.
+
+A main process whose run directory is refused answers ``"blind": why``.
 """
 
 from __future__ import annotations
@@ -109,12 +114,34 @@ def proxyfix_proxies(state: Any, **_: Any) -> dict[str, Any]:
     return fleet.report()
 
 
+def _number(seconds: object) -> object:
+    """The CLI's text as a number (the worker, not the CLI, says what is wrong
+    with it); anything else as it came, for registry.check_seconds to judge."""
+    if isinstance(seconds, str):
+        try:
+            return float(seconds)
+        except ValueError:
+            raise ValueError(
+                f"seconds must be a finite number > 0, not {seconds!r}"
+            ) from None
+    return seconds
+
+
+# The CLI sends its argument as text: ``float`` there would stop
+# ``proxyfix_close_idle abc`` with a traceback in the CLI, and send NaN and
+# Infinity as JSON that is not JSON.
 @control_command(  # type: ignore[untyped-decorator]
-    args=[("seconds", float)], signature="<seconds>"
+    args=[("seconds", str)], signature="<seconds>"
 )
-def proxyfix_close_idle(state: Any, seconds: float, **_: Any) -> dict[str, Any]:
-    """Close the proxies with no I/O for SECONDS, in the pool processes too."""
-    return {"ok": fleet.close_idle(float(seconds))}
+def proxyfix_close_idle(state: Any, seconds: object = None, **_: Any) -> dict[str, Any]:
+    """Close the proxies with no I/O for SECONDS (a finite number > 0), in the
+    pool processes too."""
+    try:
+        limit = registry.check_seconds(_number(seconds))  # the rule fleet applies
+    except (TypeError, ValueError) as exc:
+        # Celery's own commands answer errors so (celery.worker.control.nok).
+        return {"error": f"proxyfix_close_idle: {exc}"}
+    return {"ok": fleet.close_idle(limit)}
 
 
 connect()

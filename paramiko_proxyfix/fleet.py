@@ -2,71 +2,52 @@
 
 Celery runs remote-control commands in the worker's main process, while the
 prefork pool's proxies live in the pool processes. So each pool process
-publishes a snapshot of its proxies and counters, a small JSON file
-``<pid>.json`` in a per-user run directory (mode 0700), written atomically
-(rename) when a proxy is added or removed and at most once a second while
-any proxy is live. The main process reads the files of its own children only:
-the pid must be its child and the process start time must match the file's,
-so a stale file of a dead process (or of a reused pid) is never believed.
+publishes a snapshot of its proxies and counters, ``<pid>.json`` in the run
+directory (rundir.py: per user, 0700, checked, used through its descriptor),
+written atomically when a proxy is added or removed and at most once a second
+while any proxy is live. The main process reads the files of its
+own children only: the pid must be its child and the process start time must
+match the file's, so a stale file of a dead process (or of a reused pid) is
+never believed, and is removed. A refused run directory makes the view blind:
+the reply says so (``"blind": reason``) rather than showing nothing.
 
-Closing a pool process's proxy from the main process signals only a process
-proven to be that proxy: a pidfd pins the process, then /proc must show the
-start time and the parent recorded in the snapshot, and only then does
-``pidfd_send_signal`` send SIGTERM. The pool process then sees its proxy
-exit, its connection ends cleanly, and the next task reconnects.
+Commands appear with password-like values hidden (redact.py), in the
+snapshots and again in what the main process relays. Closing a pool
+process's proxy signals only a process proven to be that proxy, through the
+gate (gate.pin: a pidfd first, then the start time and the parent recorded
+in the snapshot); its owner sees it exit, the connection ends cleanly, and
+the next task reconnects. The idle time is checked once, up front
+(registry.check_seconds): one value decides in the main and pool processes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
+import re
 import signal
-import stat
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from . import procfs, registry
+from . import gate, procfs, registry, rundir
+from .logs import log
+from .redact import redact
 
-__all__ = ["close_idle", "enable_publishing", "report", "run_dir", "withdraw"]
-
-log = logging.getLogger("paramiko_proxyfix")
+__all__ = ["close_idle", "enable_publishing", "hidden", "report", "run_dir", "withdraw"]
 
 #: Seconds between refreshes of a snapshot while a proxy is live.
 REFRESH = 1.0
-
-_HAVE_PIDFD = hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal")
+#: A snapshot's name, and its temporary file's (rundir.RunDir.write).
+_SNAPSHOT = re.compile(r"(?P<pid>[0-9]{1,10})\.json")
+_TEMP = re.compile(r"\.(?P<pid>[0-9]{1,10})\.json\.tmp")
 
 
 def run_dir() -> Path:
-    """``$XDG_RUNTIME_DIR/paramiko_proxyfix``, else ``/tmp/paramiko_proxyfix-<uid>``."""
-    xdg = os.environ.get("XDG_RUNTIME_DIR")
-    if xdg and os.path.isdir(xdg):
-        return Path(xdg) / "paramiko_proxyfix"
-    return Path(tempfile.gettempdir()) / f"paramiko_proxyfix-{os.getuid()}"
-
-
-def _own_dir(create: bool) -> Path | None:
-    """The run directory, if it is a real directory of ours (no one else may write)."""
-    path = run_dir()
-    if create:
-        with contextlib.suppress(FileExistsError):
-            path.mkdir(mode=0o700)
-    try:
-        st = path.lstat()
-    except FileNotFoundError:
-        return None
-    # In /tmp anyone could have made it first: refuse theirs, and symlinks.
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
-        log.warning("%s is not a directory of uid %d: no snapshots", path, os.getuid())
-        return None
-    if st.st_mode & 0o077:
-        os.chmod(path, 0o700)
-    return path
+    """Where the run directory is (rundir.open_dir() decides if it may be used)."""
+    return Path(*rundir.location())
 
 
 def proc_stat(pid: int) -> tuple[int, int] | None:
@@ -75,6 +56,21 @@ def proc_stat(pid: int) -> tuple[int, int] | None:
     if info is None or info.state == "Z":
         return None
     return info.ppid, info.start_ticks
+
+
+def hidden(command: object) -> str:
+    """A command as the fleet shows it: redact() again over its words, and over
+    each ``sshpass`` nested in one argv word (``ssh -o "ProxyCommand=sshpass
+    -p ..."``, ``sh -c "sshpass -p ..."``), which a word-wise pass cannot see.
+    What is hidden already stays hidden."""
+    if not isinstance(command, str):
+        return "?"
+    words = redact(command.split(" ")).split(" ")
+    for i, word in enumerate(words):
+        head = word.rsplit("=", 1)[-1].strip("'\"")
+        if i and os.path.basename(head) == "sshpass":
+            words[i + 1 :] = redact(["sshpass", *words[i + 1 :]]).split(" ")[1:]
+    return " ".join(words)
 
 
 # -- the pool process side: publishing ----------------------------------------
@@ -104,10 +100,11 @@ def withdraw() -> None:
     if _publisher_pid != os.getpid():
         return
     _publisher_pid = 0
-    path = _own_dir(create=False)
-    if path is not None:
-        with contextlib.suppress(OSError):
-            (path / f"{os.getpid()}.json").unlink()
+    with contextlib.suppress(OSError, rundir.Refused):
+        rd = rundir.open_dir(create=False)
+        if rd is not None:
+            with rd:
+                rd.unlink(f"{os.getpid()}.json")
 
 
 def _on_change() -> None:
@@ -128,7 +125,7 @@ def snapshot() -> dict[str, Any]:
         "start_ticks": ps[1] if ps else None,
         "written": time.time(),
         "stats": registry.stats(),
-        "proxies": registry.proxies(),
+        "proxies": [dict(p, command=hidden(p["command"])) for p in registry.proxies()],
     }
 
 
@@ -153,14 +150,14 @@ def publish() -> None:
 
 
 def _write(data: dict[str, Any]) -> None:
-    path = _own_dir(create=True)
-    if path is None:
+    try:
+        rd = rundir.open_dir(create=True)
+    except rundir.Refused as exc:
+        rundir.warn_refused(str(exc))
         return
-    tmp = path / f".{data['pid']}.json.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f)
-    os.replace(tmp, path / f"{data['pid']}.json")
+    if rd is not None:
+        with rd:
+            rd.write(f"{data['pid']}.json", json.dumps(data).encode())
 
 
 def _ensure_refresher() -> None:
@@ -201,121 +198,152 @@ def _refresh() -> None:
 # -- the main process side: reading and closing -------------------------------
 
 
-def _children_snapshots() -> list[dict[str, Any]]:
-    """The snapshots of this process's living children; stale files go."""
-    path = _own_dir(create=False)
-    if path is None:
-        return []
+def _load(raw: bytes | None) -> dict[str, Any] | None:
+    try:
+        data = json.loads(raw) if raw is not None else None
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _children_snapshots() -> tuple[list[dict[str, Any]], str | None]:
+    """The snapshots of this process's living children, and why the view is
+    blind (None if it is not). Files of dead processes go."""
+    try:
+        rd = rundir.open_dir(create=False)
+    except rundir.Refused as exc:
+        rundir.warn_refused(str(exc))
+        return [], str(exc)
+    except OSError as exc:
+        return [], f"cannot read the run directory: {exc.strerror}"
+    if rd is None:
+        return [], None  # no pool process has published yet
     me = os.getpid()
     out = []
-    for file in path.glob("*.json"):
+    with rd:
         try:
-            pid = int(file.stem)
-        except ValueError:
-            continue
-        ps = proc_stat(pid)
-        if ps is None:
-            with contextlib.suppress(OSError):
-                file.unlink()  # its process is gone
-            continue
-        if ps[0] != me:
-            continue  # another worker's
-        try:
-            data = json.loads(file.read_text())
-        except (OSError, ValueError):
-            continue
-        if data.get("pid") == pid and data.get("start_ticks") == ps[1]:
-            out.append(data)
-    return out
+            names = rd.names()
+        except OSError as exc:
+            return [], f"cannot list {rd.path}: {exc.strerror}"
+        for name in names:
+            m = _SNAPSHOT.fullmatch(name) or _TEMP.fullmatch(name)
+            if m is None:
+                continue
+            pid = int(m["pid"])
+            ps = proc_stat(pid)
+            if ps is None:
+                rd.unlink(name)  # its process is gone
+                continue
+            if ps[0] != me or name.startswith("."):
+                continue  # another worker's, or being written
+            data = _load(rd.read(name))
+            if data and data.get("pid") == pid and data.get("start_ticks") == ps[1]:
+                out.append(data)
+    return out, None
+
+
+def _proxies_of(data: dict[str, Any]) -> list[dict[str, Any]]:
+    found = data.get("proxies")
+    return [p for p in found if isinstance(p, dict)] if isinstance(found, list) else []
 
 
 def _entry(proxy: dict[str, Any], now: float) -> dict[str, Any]:
     # Idleness from the last I/O, not the snapshot's age: a snapshot may be
-    # up to REFRESH old.
+    # up to REFRESH old. Only these fields, and the command hidden once more.
     return {
-        "pid": proxy["pid"],
-        "owner_pid": proxy["owner_pid"],
-        "command": proxy["command"],
-        "age": round(now - proxy["started"], 1),
-        "idle_seconds": round(max(0.0, now - proxy["last_io"]), 1),
-        "bytes_in": proxy["bytes_in"],
-        "bytes_out": proxy["bytes_out"],
-        "state": proxy["state"],
+        "pid": int(proxy["pid"]),
+        "owner_pid": int(proxy["owner_pid"]),
+        "command": hidden(proxy["command"]),
+        "age": round(now - float(proxy["started"]), 1),
+        "idle_seconds": round(max(0.0, now - float(proxy["last_io"])), 1),
+        "bytes_in": int(proxy["bytes_in"]),
+        "bytes_out": int(proxy["bytes_out"]),
+        "state": str(proxy["state"]),
     }
 
 
+def _process(role: str, data: dict[str, Any], now: float) -> dict[str, Any]:
+    entries = []
+    for proxy in _proxies_of(data):
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            entries.append(_entry(proxy, now))
+    raw = data.get("stats")
+    stats = {
+        k: v
+        for k, v in (raw.items() if isinstance(raw, dict) else ())
+        if isinstance(k, str) and isinstance(v, int)
+    }
+    return {"pid": data["pid"], "role": role, "stats": stats, "proxies": entries}
+
+
 def report() -> dict[str, Any]:
-    """Every proxy of this process and of its pool processes, as plain data."""
+    """Every proxy of this process and of its pool processes, as plain data;
+    ``"blind"`` says why the pool processes' proxies cannot be seen."""
+    snapshots, blind = _children_snapshots()
     now = time.time()
     mine = {
         "pid": os.getpid(),
         "stats": registry.stats(),
         "proxies": registry.proxies(),
     }
-    processes = []
-    for role, data in [("main", mine)] + [("pool", d) for d in _children_snapshots()]:
-        processes.append(
-            {
-                "pid": data["pid"],
-                "role": role,
-                "stats": data["stats"],
-                "proxies": [_entry(p, now) for p in data["proxies"]],
-            }
-        )
+    processes = [_process("main", mine, now)]
+    processes += [_process("pool", d, now) for d in snapshots]
     processes.sort(key=lambda p: (p["role"] != "main", p["pid"]))
-    return {
+    out: dict[str, Any] = {
         "pid": os.getpid(),
         "proxies": sum(len(p["proxies"]) for p in processes),
         "processes": processes,
     }
+    if blind is not None:
+        out["blind"] = blind
+    return out
 
 
-def close_idle(seconds: float) -> dict[str, Any]:
-    """Close the proxies idle for ``seconds`` here and in the pool processes."""
-    here = registry.close_idle(seconds)
+def close_idle(seconds: object) -> dict[str, Any]:
+    """Close the proxies idle for ``seconds`` here and in the pool processes.
+
+    ``seconds`` must be a finite number > 0 (registry.check_seconds; else
+    ValueError or TypeError, before anything is closed anywhere).
+    """
+    limit = registry.check_seconds(seconds)
+    here = registry.close_idle(limit)
+    snapshots, blind = _children_snapshots()
     now = time.time()
     signalled, refused = 0, []
-    for data in _children_snapshots():
-        for proxy in data["proxies"]:
-            if proxy["state"] != "running" or now - proxy["last_io"] < seconds:
+    for data in snapshots:
+        for proxy in _proxies_of(data):
+            try:
+                pid, last_io = int(proxy["pid"]), float(proxy["last_io"])
+            except (KeyError, TypeError, ValueError):
                 continue
-            why = terminate(proxy["pid"], proxy.get("start_ticks"), data["pid"])
+            if proxy.get("state") != "running" or now - last_io < limit:
+                continue
+            ticks = proxy.get("start_ticks")
+            why = terminate(pid, ticks if isinstance(ticks, int) else None, data["pid"])
             if why is None:
                 signalled += 1
             else:
-                refused.append({"pid": proxy["pid"], "reason": why})
-    return {
+                refused.append({"pid": pid, "reason": why})
+    out: dict[str, Any] = {
         "closed": here + signalled,
         "main": here,
         "pool": signalled,
         "refused": refused,
     }
+    if blind is not None:
+        out["blind"] = blind
+    return out
 
 
 def terminate(pid: int, start_ticks: int | None, owner: int) -> str | None:
-    """SIGTERM ``pid`` if it provably is that proxy; else why not."""
-    if not _HAVE_PIDFD:
-        return "no pidfd on this system"
+    """SIGTERM ``pid`` through the gate if it provably is the proxy recorded
+    (that start time, a child of ``owner``); else why not."""
     if start_ticks is None:
-        return "no start time recorded"
+        return "refused: no start time recorded"
+    pinned = gate.pin(pid, start_ticks, parents={owner})
+    if isinstance(pinned, str):
+        return pinned
     try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return "gone"
-    try:
-        # The pidfd was opened first: if /proc now shows the recorded start
-        # time, the process it pins is the recorded one (it was alive
-        # throughout), so the signal cannot reach a reused pid.
-        ps = proc_stat(pid)
-        if ps is None:
-            return "gone"
-        if ps[1] != start_ticks:
-            return "start time differs: not the recorded proxy"
-        if ps[0] != owner:
-            return f"parent is {ps[0]}, not its owner {owner}"
-        signal.pidfd_send_signal(fd, signal.SIGTERM)
-        return None
-    except ProcessLookupError:
-        return "gone"
+        return pinned.send(signal.SIGTERM)
     finally:
-        os.close(fd)
+        pinned.close()
