@@ -59,18 +59,11 @@ def proc_stat(pid: int) -> tuple[int, int] | None:
 
 
 def hidden(command: object) -> str:
-    """A command as the fleet shows it: redact() again over its words, and over
-    each ``sshpass`` nested in one argv word (``ssh -o "ProxyCommand=sshpass
-    -p ..."``, ``sh -c "sshpass -p ..."``), which a word-wise pass cannot see.
-    What is hidden already stays hidden."""
+    """A command as the fleet shows it: redact() once more over its words
+    (what is hidden already stays hidden)."""
     if not isinstance(command, str):
         return "?"
-    words = redact(command.split(" ")).split(" ")
-    for i, word in enumerate(words):
-        head = word.rsplit("=", 1)[-1].strip("'\"")
-        if i and os.path.basename(head) == "sshpass":
-            words[i + 1 :] = redact(["sshpass", *words[i + 1 :]]).split(" ")[1:]
-    return " ".join(words)
+    return redact(command.split(" "))
 
 
 # -- the pool process side: publishing ----------------------------------------

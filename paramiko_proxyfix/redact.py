@@ -32,18 +32,34 @@ def _word(word: str) -> str:
     return word
 
 
+def _is_sshpass(word: str) -> bool:
+    # sshpass itself, or a setting that runs it: ProxyCommand=sshpass
+    return os.path.basename(word.rsplit("=", 1)[-1].strip("'\"")) == "sshpass"
+
+
 def redact(argv: list[str]) -> str:
-    """``argv`` joined by spaces, with secret values replaced by ``***``."""
+    """``argv`` joined by spaces, with secret values replaced by ``***``.
+
+    A word that is a command line itself (``sh -c "sshpass -p ..."``, ``-o
+    "ProxyCommand=sshpass -p ..."``) is looked into the same way.
+    """
     out: list[str] = []
-    # sshpass's own options come before the command it runs (-p PASSWORD).
-    sshpass = bool(argv) and os.path.basename(argv[0]) == "sshpass"
+    sshpass = False  # among sshpass's own options (-p PASSWORD), before its command
     hide_next = False
-    for i, word in enumerate(argv):
+    for word in argv:
         if hide_next:
             out.append(HIDDEN)
             hide_next = False
             continue
-        sshpass = sshpass and (i == 0 or word.startswith("-"))
+        if " " in word.strip():
+            out.append(redact(word.split(" ")))
+            sshpass = False
+            continue
+        if _is_sshpass(word):
+            sshpass = True
+            out.append(_word(word))
+            continue
+        sshpass = sshpass and word.startswith("-")
         if sshpass and word.startswith("-p"):
             hide_next = word == "-p"
             out.append(word if hide_next else "-p" + HIDDEN)
