@@ -1,3 +1,3 @@
 """The package's version, in one place: pyproject.toml and __init__ read it here."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
