@@ -170,3 +170,25 @@ def test_version_option() -> None:
     # (paramiko 2.12 draws CryptographyDeprecationWarning from cryptography).
     noise = [x for x in run.stderr.splitlines() if "Warning" not in x]
     assert [x for x in noise if not x.startswith("  ")] == [], run.stderr
+
+
+def test_each_difference_from_upstream_names_tests_that_exist() -> None:
+    """docs/api.md's table of differences (which README's list points to)
+    names a test for each row: every name must be a test in that file."""
+    import ast
+    import re
+
+    text = (REPO_ROOT / "docs" / "api.md").read_text()
+    table = text.split("## Differences from upstream", 1)[1].split("\n## ", 1)[0]
+    rows = [r for r in table.splitlines() if r.startswith("| ") and "---" not in r][1:]
+    assert len(rows) >= 15, rows
+    for row in rows:
+        names = re.findall(r"`(?:(test_\w+\.py)::)?(test_\w+)`", row)
+        assert names, row
+        current = None
+        for file, name in names:
+            current = file or current
+            assert current, row
+            tree = ast.parse((REPO_ROOT / "tests" / current).read_text())
+            defined = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+            assert name in defined, f"{current}::{name} (docs/api.md) does not exist"
