@@ -184,8 +184,7 @@ class ProxyChild:
                 return
             try:
                 info = os.waitid(*self._path(), os.WEXITED | os.WNOHANG)
-            except ChildProcessError:  # someone else was first
-                self.status_known = self.process.returncode is not None
+            except ChildProcessError:  # someone else was first: we saw its status
                 self._to(LOST, self.returncode)
                 return
             if info is not None and info.si_pid:

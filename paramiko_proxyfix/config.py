@@ -132,8 +132,11 @@ def _env(variable: str, default: float, low: float, high: float) -> float:
 def env_idle_timeout(default: float = 0.0) -> float:
     """The idle timeout from PARAMIKO_PROXYFIX_IDLE_TIMEOUT (0: never)."""
     raw = os.environ.get(IDLE_ENV, "").strip()
-    if raw in ("0", "0.0"):
-        return 0.0
+    try:
+        if float(raw) == 0:  # "0", "0.0", "-0", "0e0": never
+            return 0.0
+    except ValueError:
+        pass
     low, high = BOUNDS["idle_timeout"]
     return _env(IDLE_ENV, default, low, high) if raw else default
 

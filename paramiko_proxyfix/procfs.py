@@ -109,7 +109,8 @@ def argv(pid: int, root: str = PROC) -> list[str]:
             raw = f.read()
     except OSError:
         return []
-    return [a.decode(errors="replace") for a in raw.rstrip(b"\0").split(b"\0") if a]
+    raw = raw.rstrip(b"\0")  # what is left of a shortened title
+    return [a.decode(errors="replace") for a in raw.split(b"\0")] if raw else []
 
 
 def comm(pid: int, root: str = PROC) -> str:

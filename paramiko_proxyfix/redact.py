@@ -45,7 +45,7 @@ def redact(argv: list[str]) -> str:
     """
     out: list[str] = []
     sshpass = False  # among sshpass's own options (-p PASSWORD), before its command
-    hide_next = False
+    hide_next = keep_next = False
     for word in argv:
         if hide_next:
             out.append(HIDDEN)
@@ -59,7 +59,15 @@ def redact(argv: list[str]) -> str:
             sshpass = True
             out.append(_word(word))
             continue
-        sshpass = sshpass and word.startswith("-")
+        if sshpass and word in ("-P", "-f", "-d"):  # options with an argument
+            out.append(word)
+            keep_next = True
+            continue
+        sshpass = sshpass and (keep_next or word.startswith("-"))
+        if keep_next:
+            keep_next = False
+            out.append(word)
+            continue
         if sshpass and word.startswith("-p"):
             hide_next = word == "-p"
             out.append(word if hide_next else "-p" + HIDDEN)

@@ -170,19 +170,23 @@ PID_REUSE = textwrap.dedent(
 
 #: (how someone else reaps A, terminal, whether the fix noticed the end
 #: first, which path signals a group).
-PID_REUSE_CASES = [
-    (mode, "no_tty", "fresh", "pidfd_group")
-    for mode in ("poll", "sig_ign", "wait", "gevent")
-] + [
-    ("sig_ign", "tty", "fresh", "pidfd_group"),
-    ("wait", "tty", "fresh", "pidfd_group"),
-] + [
-    # Issue 16: the fix saw the end (and cached it) before someone else reaped.
-    (mode, tty, "noticed", path)
-    for mode in ("poll", "wait", "handler")
-    for tty in ("no_tty", "tty")
-    for path in ("pidfd_group", "killpg", "no_pidfd")
-]
+PID_REUSE_CASES = (
+    [
+        (mode, "no_tty", "fresh", "pidfd_group")
+        for mode in ("poll", "sig_ign", "wait", "gevent")
+    ]
+    + [
+        ("sig_ign", "tty", "fresh", "pidfd_group"),
+        ("wait", "tty", "fresh", "pidfd_group"),
+    ]
+    + [
+        # Issue 16: the fix saw the end (and cached it) before someone else reaped.
+        (mode, tty, "noticed", path)
+        for mode in ("poll", "wait", "handler")
+        for tty in ("no_tty", "tty")
+        for path in ("pidfd_group", "killpg", "no_pidfd")
+    ]
+)
 
 
 @needs_root

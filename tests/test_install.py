@@ -12,7 +12,7 @@ from paramiko.packet import Packetizer
 from paramiko.proxy import ProxyCommand
 
 import paramiko_proxyfix
-from paramiko_proxyfix import _patch, hooks
+from paramiko_proxyfix import hooks
 from paramiko_proxyfix.upstream import proxy as fix
 from tests.support import REPO_ROOT, upstream_method
 
@@ -49,7 +49,9 @@ def snapshot() -> dict[tuple[int, str], object]:
 
 
 def changes(a: dict, b: dict) -> set[tuple[int, str]]:
-    return {k for k in a.keys() | b.keys() if a.get(k, MISSING) is not b.get(k, MISSING)}
+    return {
+        k for k in a.keys() | b.keys() if a.get(k, MISSING) is not b.get(k, MISSING)
+    }
 
 
 def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:

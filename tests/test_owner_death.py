@@ -8,7 +8,6 @@ forked the proxy, so the thread case is tested too.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import threading

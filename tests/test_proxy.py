@@ -8,7 +8,6 @@ in a capped child process where it would.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import resource
 import shlex

@@ -131,10 +131,7 @@ def test_stderr_flood_before_relaying_does_not_block(fake_server: FakeServer) ->
     try:
         _, stdout, _ = client.exec_command("echo through")
         assert stdout.read() == b"through\n"
-        assert (
-            len(stderr_tail(sock))
-            <= paramiko_proxyfix.config.current().stderr_tail
-        )
+        assert len(stderr_tail(sock)) <= paramiko_proxyfix.config.current().stderr_tail
     finally:
         client.close()
 

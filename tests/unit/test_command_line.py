@@ -21,7 +21,7 @@ from paramiko_proxyfix import (
     ProxyCommandNotFound,
     ProxyCommandNotPermitted,
     ProxyCommandStartError,
-    spawn,
+    execcheck,
 )
 from paramiko_proxyfix.redact import HIDDEN, printable, redact
 
@@ -115,7 +115,7 @@ def test_a_program_that_cannot_run_is_not_permitted(tmp_path: Path, kind: str) -
 
 
 def test_a_file_exec_refuses_is_a_plain_start_error(tmp_path: Path) -> None:
-    if spawn._binfmt_misc_in_use():
+    if execcheck._binfmt_misc_in_use():
         pytest.skip("binfmt_misc handlers may run any file here")
     target = tmp_path / "proxy"
     target.write_text("echo this must not run in a shell\n")  # no #! line

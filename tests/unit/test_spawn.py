@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from paramiko_proxyfix import ProxyCommandStartError, spawn
+from paramiko_proxyfix import ProxyCommandStartError, execcheck, spawn
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -100,22 +100,22 @@ def test_check_runnable_searches_path_as_execvp_does(
     executable(first / "prog", 0o644)  # there, but not runnable
     monkeypatch.setenv("PATH", f"{empty}:{first}")
     with pytest.raises(OSError) as caught:
-        spawn._check_runnable("prog")
+        execcheck.check_runnable("prog")
     assert caught.value.errno == errno.EACCES
     executable(second / "prog")
     monkeypatch.setenv("PATH", f"{empty}:{first}:{second}")
-    spawn._check_runnable("prog")  # the first runnable one wins
+    execcheck.check_runnable("prog")  # the first runnable one wins
     monkeypatch.setenv("PATH", str(empty))
     with pytest.raises(OSError) as caught:
-        spawn._check_runnable("prog")
+        execcheck.check_runnable("prog")
     assert caught.value.errno == errno.ENOENT
 
 
 def test_check_runnable_with_a_path(tmp_path: Path) -> None:
-    spawn._check_runnable(str(executable(tmp_path / "ok")))
+    execcheck.check_runnable(str(executable(tmp_path / "ok")))
     with pytest.raises(OSError) as caught:
-        spawn._check_runnable(str(tmp_path / "missing"))
+        execcheck.check_runnable(str(tmp_path / "missing"))
     assert caught.value.errno == errno.ENOENT
     with pytest.raises(OSError) as caught:
-        spawn._check_runnable(str(tmp_path))
+        execcheck.check_runnable(str(tmp_path))
     assert caught.value.errno == errno.EACCES
