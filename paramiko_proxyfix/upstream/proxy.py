@@ -158,6 +158,8 @@ class ProxyCommand(ClosingContextManager):
                 if written is not None:
                     return written
                 deadline = self._ready(False, deadline)
+                if deadline is None:
+                    raise socket.timeout()
             else:
                 raise ProxyCommandClosed(" ".join(self.cmd))
         finally:
@@ -211,6 +213,8 @@ class ProxyCommand(ClosingContextManager):
                         break
                 self._idle = False
                 deadline = self._ready(True, deadline)
+                if deadline is None:
+                    raise socket.timeout()
             if data or self._closing or size <= 0:
                 return b"" if self._closing else data
             status = self._exited(True)
@@ -224,7 +228,8 @@ class ProxyCommand(ClosingContextManager):
         return b""
 
     def _ready(self, reading, deadline):
-        """Wait a slice of the time left, reading stderr meanwhile."""
+        """Wait a slice of the time left, reading stderr meanwhile; the
+        deadline, or None once the time is up."""
         now = time.monotonic()
         if deadline is None:
             timeout = self.timeout
@@ -243,7 +248,7 @@ class ProxyCommand(ClosingContextManager):
         if not ready:
             if left <= _SLICE:
                 self._idle = reading
-                raise socket.timeout()
+                return None
         elif reading and self._err in ready:
             self._read_stderr()
         return deadline
