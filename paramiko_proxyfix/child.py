@@ -133,23 +133,26 @@ class ProxyChild:
     def signal(self, sig: int) -> None:
         """``sig`` to the proxy and what it started, as far as each is provably
         still its own: its group, or else its descendants found in /proc."""
-        if self.state not in (RUNNING, ENDED):
-            return
         if sig == signal.SIGKILL and self.poll() is None:
             self.killed = True
-        if self.own_group:
-            gate.signal_child(self.pid, self.pidfd, sig, True, self.start_ticks)
-            return
-        # Pinned before the proxy is signalled: once it is gone they are no
-        # longer its children, and nothing proves they were.
-        pins = self._descendants()
-        try:
-            gate.signal_child(self.pid, self.pidfd, sig, False, self.start_ticks)
-            for p in pins:
-                p.send(sig)
-        finally:
-            for p in pins:
-                p.close()
+        # Held while the pidfd is used: finish() closes it under this lock,
+        # and a closed descriptor's number may name another process's pidfd.
+        with self._lock:
+            if self.state not in (RUNNING, ENDED):
+                return
+            if self.own_group:
+                gate.signal_child(self.pid, self.pidfd, sig, True, self.start_ticks)
+                return
+            # Pinned before the proxy is signalled: once it is gone they are
+            # no longer its children, and nothing proves they were.
+            pins = self._descendants()
+            try:
+                gate.signal_child(self.pid, self.pidfd, sig, False, self.start_ticks)
+                for p in pins:
+                    p.send(sig)
+            finally:
+                for p in pins:
+                    p.close()
 
     def _descendants(self) -> list[gate.Pin]:
         family = {self.pid}
@@ -166,19 +169,20 @@ class ProxyChild:
         still its own, then collect it and let go of the pidfd."""
         if self.state == FOREIGN:
             return
-        if self.own_group and self.poll() is not None and self.state == ENDED:
-            gate.signal_child(
-                self.pid, self.pidfd, signal.SIGKILL, True, self.start_ticks
-            )
+        if self.own_group and self.poll() is not None:
+            self.signal(signal.SIGKILL)  # only while it is ended, unreaped
         self.reap()
-        fd, self.pidfd = self.pidfd, None
+        with self._lock:
+            fd, self.pidfd = self.pidfd, None
         if fd is not None:
             os.close(fd)
 
     def reap(self) -> None:
         """ended -> reaped: collect our zombie (its pid is free from here on)."""
-        if not self._lock.acquire(blocking=False):
-            return  # another thread is at it
+        # Other holders only look (a waitid() that does not block); this
+        # thread may hold it already (a signal handler inside _look).
+        if not self._lock.acquire(timeout=1.0):
+            return
         try:
             if self.state != ENDED:
                 return
