@@ -153,8 +153,11 @@ def our_proxy(source: str | None = None) -> str:
             "paramiko.ssh_exception and the new exceptions from .ssh_exception, "
             "once each, as `" + _ABSOLUTE.strip() + "` and `" + _RELATIVE.strip() + "`"
         )
-    body = body.replace(_ABSOLUTE, _JOINED)
-    body = body.replace("\n" + _RELATIVE, "").replace(_RELATIVE, "")
+    lines = _lines(body.replace(_ABSOLUTE, _JOINED))
+    at = lines.index(_RELATIVE)
+    # The line goes, and the blank line that set it apart, if any.
+    gone = 2 if at and lines[at - 1] == "\n" and lines[at + 1 : at + 2] == ["\n"] else 1
+    body = "".join(lines[: at - gone + 1] + lines[at + 1 :])
     _no_relative_imports(body, "upstream/proxy.py")
     return body
 
@@ -197,7 +200,7 @@ def _no_relative_imports(text: str, name: str) -> None:
                 raise PatchError(f"{name} imports paramiko_proxyfix")
 
 
-# -- the edits of paramiko's files ------------------------------------------------
+# -- the edits of paramiko's files ---------------------------------------------
 
 
 def proxy_module(pristine: str, ours: str | None = None) -> str:
@@ -224,7 +227,9 @@ def exceptions_module(pristine: str, classes: str | None = None) -> str:
     if any(c.name in NEW_NAMES for c in found):
         raise PatchError(f"{EXCEPTIONS} already defines one of {NEW_NAMES}")
     failure = [c for c in found if c.name == "ProxyCommandFailure"]
-    socket_line = [n.lineno for n in imports if lines[n.lineno - 1] == "import socket\n"]
+    socket_line = [
+        n.lineno for n in imports if lines[n.lineno - 1] == "import socket\n"
+    ]
     if len(failure) != 1 or len(socket_line) != 1:
         raise PatchError(
             f"{EXCEPTIONS}: expected one `import socket` line and one "
@@ -233,7 +238,8 @@ def exceptions_module(pristine: str, classes: str | None = None) -> str:
     end = failure[0].end_lineno or failure[0].lineno
     if lines[end : end + 2] != ["\n", "\n"]:
         raise PatchError(
-            f"{EXCEPTIONS}: class ProxyCommandFailure is not followed by two blank lines"
+            f"{EXCEPTIONS}: class ProxyCommandFailure is not followed by two "
+            "blank lines"
         )
     at = socket_line[0] - 1
     new = lines[:at] + ["import signal\n"] + lines[at:end] + ["\n", "\n"]
@@ -308,7 +314,7 @@ def edited(pristine: dict[str, str]) -> dict[str, str]:
     }
 
 
-# -- the release patches ------------------------------------------------------------
+# -- the release patches -------------------------------------------------------
 
 
 def _diff(name: str, old: str, new: str) -> str:
@@ -356,7 +362,7 @@ def changed_lines(patch: str, outside: str = "tests/") -> int:
     return count
 
 
-# -- the upstream series --------------------------------------------------------------
+# -- the upstream series -------------------------------------------------------
 
 #: (subject, body, files) of each commit of the series.
 COMMITS = (
@@ -462,7 +468,7 @@ def series_files(series: dict[str, str]) -> dict[str, tuple[str, str]]:
     return found
 
 
-# -- main -------------------------------------------------------------------------------
+# -- main ----------------------------------------------------------------------
 
 
 def _compare(path: Path, text: str, stale: list[str]) -> None:
@@ -497,9 +503,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.check:
                 for name, text in series.items():
                     _compare(SERIES / name, text, stale)
-                stale += [
-                    str(p.relative_to(REPO)) for p in old if p.name not in series
-                ]
+                stale += [str(p.relative_to(REPO)) for p in old if p.name not in series]
             else:
                 for path in old:
                     path.unlink()
@@ -511,7 +515,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if stale:
         print(
-            "stale: " + ", ".join(stale) + "; run python tools/make_patches.py"
+            "stale: "
+            + ", ".join(stale)
+            + "; run python tools/make_patches.py"
             + (" --upstream" if args.upstream else ""),
             file=sys.stderr,
         )

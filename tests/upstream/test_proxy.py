@@ -117,8 +117,8 @@ class TestProxyCommand:
                 proxy.recv(5)
 
     def test_recv_returns_empty_bytes_after_a_clean_exit(self):
-        with start("print('bye')") as proxy:
-            assert proxy.recv(10) == b"bye\n"
+        with start("import os; os.write(1, b'bye')") as proxy:
+            assert proxy.recv(10) == b"bye"
             assert proxy.recv(10) == b""
             assert proxy.process.pid > 0
 
@@ -297,6 +297,17 @@ class TestProxyCommand:
             for fd in taken + [filler]:
                 os.close(fd)
             resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    @patch.object(select, "poll", new=None)
+    def test_works_where_select_has_no_poll(self):
+        # eventlet's select module, say: select() serves instead.
+        with start(ECHO, timeout=0.2) as proxy:
+            assert proxy.send(b"data") == 4
+            assert proxy.recv(4) == b"data"
+            with raises(socket.timeout):
+                proxy.recv(4)
+        assert proxy.process.returncode is not None
+        assert all(pipe.closed for pipe in pipes(proxy))
 
     def test_close_in_a_forked_child_leaves_the_parents_proxy_alone(self):
         with start(ECHO) as proxy:
