@@ -124,6 +124,17 @@ def read_sdist(
     return out
 
 
+def package_version() -> str:
+    """paramiko_proxyfix's version, read without importing the package."""
+    tree = ast.parse((PACKAGE / "_version.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "__version__" for t in node.targets
+        ):
+            return str(ast.literal_eval(node.value))
+    raise PatchError("paramiko_proxyfix/_version.py has no __version__")
+
+
 # -- our side ------------------------------------------------------------------
 
 
