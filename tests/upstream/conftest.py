@@ -2,7 +2,16 @@
 this package: ``import paramiko_proxyfix`` has installed the shim on an
 unpatched paramiko, or filled in the override points of a patched one."""
 
+import pytest
+
 import paramiko_proxyfix
 
-if not paramiko_proxyfix.is_installed():
-    raise RuntimeError("tests/upstream needs paramiko_proxyfix installed")
+
+@pytest.fixture(autouse=True)
+def shim_installed():
+    # A test elsewhere in the suite may have uninstalled it and not put it
+    # back: these tests are about the fix as the package serves it.
+    if not paramiko_proxyfix.is_installed():
+        paramiko_proxyfix.install()
+    assert paramiko_proxyfix.is_installed()
+    yield
