@@ -163,12 +163,12 @@ def main_trees(into: Path) -> tuple[Path, Path]:
 
 def venv_for(target: Target, pristine: Path, cache: Path) -> tuple[Path, str]:
     """A venv with the target's test requirements and paramiko's runtime
-    requirements, without paramiko itself (each tree imports its own)."""
+    requirements (and the pristine paramiko, which neither run imports)."""
     python = find_python(target.python)
     version = _run([python, "-c", "import platform; print(platform.python_version())"])
     full = version.stdout.strip()
     key = hashlib.sha256(
-        json.dumps([full, target.test_deps, target.name]).encode()
+        json.dumps([full, target.test_deps, target.name, "installed"]).encode()
     ).hexdigest()[:12]
     venv = cache / "venvs" / f"{target.name}-py{full}"
     stamp = venv / "proxyfix-stamp"
@@ -179,10 +179,11 @@ def venv_for(target: Target, pristine: Path, cache: Path) -> tuple[Path, str]:
     _run([python, "-m", "venv", str(venv)])
     py = str(venv / "bin" / "python")
     pip = [py, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    # The tree itself brings paramiko's runtime requirements, with the right
-    # markers; then it goes, so that each run imports the tree it runs in.
+    # The pristine tree brings paramiko's runtime requirements, with the
+    # right markers, and the distribution's metadata (main reads its version
+    # from it); each run imports the tree it runs in, from its working
+    # directory, which run_suite() checks.
     _run([*pip, str(pristine), *target.test_deps], timeout=1800)
-    _run([py, "-m", "pip", "uninstall", "--quiet", "--yes", "paramiko"])
     stamp.write_text(key)
     return venv / "bin" / "python", full
 

@@ -399,7 +399,8 @@ COMMITS = (
         "another thread, and in a forked child it leaves the parent's command\n"
         "alone.\n"
         "\n"
-        "Fixes #1277, #1713 and #1715; also #1909's and #2261's cases.\n",
+        "Fixes #1713 and #1715, and the spin of #1277; covers the cases of\n"
+        "#1909 (descriptors above 1023) and #2261 (ProcessLookupError).\n",
         (PROXY, TEST, CHANGELOG),
     ),
 )
