@@ -229,6 +229,13 @@ class TestProxyCommand:
         assert proxy.process.returncode == 0
         assert all(pipe.closed for pipe in pipes(proxy))
 
+    def test_close_is_safe_after_someone_else_reaped_the_proxy(self):
+        proxy = start("pass")
+        proxy.process.wait(LIMIT)  # a SIGCHLD handler, an event loop...
+        proxy.close()  # no ProcessLookupError
+        assert proxy.process.returncode == 0
+        assert all(pipe.closed for pipe in pipes(proxy))
+
     def test_close_from_another_thread_ends_a_blocked_recv(self):
         proxy = start(SILENT, timeout=None)
         got = []
