@@ -75,6 +75,7 @@ def test_patch_changes_only_paramikos_four_files_within_budget(version: str) -> 
     assert 300 < count <= BUDGET, f"{count} lines outside tests/ (budget {BUDGET})"
 
 
+@pytest.mark.timeout(60)
 def test_changed_lines_counts_as_diffstat_does() -> None:
     patch = (
         "preamble\n--- a/x.py\n+++ b/x.py\n@@ -1,2 +1,2 @@\n-a\n+b\n c\n"
@@ -109,6 +110,7 @@ def test_the_patched_files_hold_the_fix_and_nothing_of_ours() -> None:
         compile(text, "<patched>", "exec")
 
 
+@pytest.mark.timeout(60)
 def test_generator_refuses_malformed_input() -> None:
     refuse = pytest.raises
     error = make_patches.PatchError
@@ -147,6 +149,7 @@ def test_generator_refuses_malformed_input() -> None:
         make_patches.changelog("Changelog\n=========\n\nNothing yet.\n")
 
 
+@pytest.mark.timeout(60)
 def test_main_reports_a_malformed_input_as_an_error(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -170,6 +173,7 @@ def _series() -> dict[str, str]:
     return {p.name: p.read_text() for p in make_patches.SERIES.glob("*.patch")}
 
 
+@pytest.mark.timeout(60)
 def test_upstream_series_names_its_base_and_carries_the_changelog_entry() -> None:
     series = _series()
     assert len(series) == len(make_patches.COMMITS)
@@ -201,6 +205,7 @@ def test_upstream_series_names_its_base_and_carries_the_changelog_entry() -> Non
 @pytest.mark.parametrize(
     "path", [make_patches.PROXY, make_patches.EXCEPTIONS, make_patches.TEST]
 )
+@pytest.mark.timeout(60)
 def test_upstream_series_carries_exactly_the_generated_file(
     path: str, tmp_path: Path
 ) -> None:
