@@ -5,8 +5,12 @@
 
 Downloads the release's sdist with pip (cached, see make_patches.py), checks
 that the patch applies cleanly (``patch --dry-run``) before touching
-anything, applies it, and builds the wheel with ``pip wheel``. A patch that
-does not apply is reported with patch's own words and exit status 1.
+anything, applies it, checks that the tree now carries the fix (paramiko's
+own ``ProxyCommandExited``), and builds the wheel with ``pip wheel``. The
+patch edits paramiko's own files only (``proxy.py``, ``ssh_exception.py``,
+``__init__.py``, ``tests/test_proxy.py``), so the wheel holds exactly the
+files of the release's own wheel. A patch that does not apply is reported
+with patch's own words and exit status 1.
 """
 
 from __future__ import annotations
@@ -42,6 +46,19 @@ def apply_patch(tree: Path, patch: Path) -> None:
     subprocess.run([*base, "--quiet"], check=True)
 
 
+def check_fixed(tree: Path) -> None:
+    """Whether ``tree`` is a paramiko that carries the fix in its own files."""
+    wanted = {
+        "paramiko/ssh_exception.py": "class ProxyCommandExited(",
+        "paramiko/proxy.py": "ProxyCommandExited",
+        "paramiko/__init__.py": "ProxyCommandExited",
+    }
+    for name, text in wanted.items():
+        path = tree / name
+        if not path.is_file() or text not in path.read_text():
+            raise BuildError(f"{tree} does not carry the fix: {name} lacks {text}")
+
+
 def unpack(version: str, into: Path) -> Path:
     with tarfile.open(fetch_sdist(version)) as tar:
         if hasattr(tarfile, "data_filter"):
@@ -55,6 +72,7 @@ def build(version: str, out: Path, patch: Path) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         tree = unpack(version, Path(tmp))
         apply_patch(tree, patch)
+        check_fixed(tree)
         out.mkdir(parents=True, exist_ok=True)
         done = subprocess.run(
             [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
@@ -85,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.tree is not None:
             apply_patch(args.tree, patch)
+            check_fixed(args.tree)
             print(f"patched {args.tree}")
             return 0
         wheel = build(args.version, args.out, patch)
