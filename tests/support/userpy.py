@@ -28,7 +28,8 @@ Entries are built in a private temporary directory and renamed into place,
 so a half-built entry is never seen, and concurrent runs do not clash. One
 entry per interpreter (``python-*``, about 50-70 MB) and one per installed
 distribution (``dist-*``; cryptography is 20 MB), keyed by what they were
-copied from, so the tox cells of one Python share all but paramiko's.
+copied from, so the tox cells of one Python share what they have in common
+(the interpreter, cryptography, bcrypt, pynacl, cffi).
 Entries unused for PRUNE_DAYS are removed when a new one is built.
 """
 
