@@ -8,6 +8,7 @@ killed bystander process.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -15,14 +16,14 @@ import select
 import shutil
 import subprocess
 import sys
-import sysconfig
 import textwrap
 import time
 
 import pytest
 
-from tests.support import REPO_ROOT, STUBBORN
+from tests.support import STUBBORN
 from tests.support.capped import CappedResult, proc_state, run_capped, wait_gone
+from tests.support.userpy import UserPython, UserPythonError, user_python
 
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(
@@ -516,7 +517,6 @@ def test_exit_closes_stubborn_proxies_at_once() -> None:
 # -- 6. pipe pages of an unprivileged user -----------------------------------
 
 USER = "pfxtest"
-SYSTEM_PYTHON = "/usr/bin/python3"
 
 PIPE_HOLDER = textwrap.dedent(
     """
@@ -575,26 +575,27 @@ def _ensure_user() -> None:
 _SETPRIV = ["setpriv", f"--reuid={USER}", f"--regid={USER}", "--clear-groups"]
 
 
-def _user_python() -> str | None:
-    """A Python of our version the user can run: ours, unless it lives
-    somewhere closed to other users (pyenv under /root), then the system's."""
-    for python in (sys.executable, SYSTEM_PYTHON):
-        probe = [*_SETPRIV, python, "-c", "import sys; print(sys.version_info[:2])"]
-        try:
-            found = subprocess.run(probe, capture_output=True, text=True, timeout=30)
-        except OSError:
-            continue
-        if found.stdout.strip() == str(sys.version_info[:2]):
-            return python
-    return None
+def _user_python() -> UserPython:
+    """Our Python and packages, as a copy the user may run (pyenv's
+    interpreters and tox's envs are closed to other users); fails if none."""
+    try:
+        found = user_python(tuple(_SETPRIV))
+    except UserPythonError as exc:
+        pytest.fail(f"no Python {sys.version_info[:2]} that {USER} may run: {exc}")
+    print(
+        {
+            "user_python": found.python,
+            "copy_built": found.built,
+            "copy_seconds": round(found.seconds, 2),
+        }
+    )
+    return found
 
 
-def _as_user(python: str, code: str, **kw: object) -> subprocess.Popen:
+def _as_user(python: UserPython, code: str, **kw: object) -> subprocess.Popen:
     """Run ``code`` as the unprivileged user, importing our packages."""
-    site = sysconfig.get_paths()["purelib"]
-    env = dict(os.environ, PYTHONPATH=f"{REPO_ROOT}{os.pathsep}{site}")
     return subprocess.Popen(
-        [*_SETPRIV, python, "-c", code], env=env, cwd="/", text=True, **kw
+        [*_SETPRIV, python.python, "-c", code], env=python.env, cwd="/", text=True, **kw
     )  # type: ignore[call-overload]
 
 
@@ -612,8 +613,6 @@ def test_busy_proxies_leave_the_user_normal_pipes() -> None:
     under it, and a few more pipes anywhere tip it over)."""
     _ensure_user()
     python = _user_python()
-    if python is None:
-        pytest.skip(f"no Python {sys.version_info[:2]} that {USER} may run")
     holders: list[subprocess.Popen] = []
     try:
         for _ in range(4):
@@ -636,12 +635,21 @@ def test_busy_proxies_leave_the_user_normal_pipes() -> None:
             line = h.stdout.readline() if ready else ""
             if not line.startswith("{"):
                 h.kill()
-                pytest.fail(f"holder failed: {line!r} {h.communicate()[1]}")
+                try:  # its proxies may hold its stderr open: not forever
+                    err = h.communicate(timeout=10)[1]
+                except subprocess.TimeoutExpired:
+                    err = "(no end of its stderr in 10 s)"
+                pytest.fail(f"holder failed: {line!r} {err}")
             reports.append(json.loads(line))
         fresh = _as_user(
             python, FRESH_PIPES, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
-        fresh_out, fresh_err = fresh.communicate(timeout=30)
+        try:
+            fresh_out, fresh_err = fresh.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            fresh.kill()
+            fresh.wait(timeout=10)
+            pytest.fail("the fresh process hung")
         assert fresh_out.startswith("["), fresh_err
         sizes = json.loads(fresh_out)
         per_process = [r["pipe_bytes"] for r in reports]
@@ -664,5 +672,9 @@ def test_busy_proxies_leave_the_user_normal_pipes() -> None:
             try:
                 h.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                os.killpg(h.pid, 9)
-                h.wait()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(h.pid, 9)
+                h.wait(timeout=10)
+            for pipe in (h.stdout, h.stderr):
+                if pipe is not None:
+                    pipe.close()
