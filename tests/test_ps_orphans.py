@@ -23,7 +23,6 @@ import pwd
 import shutil
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import textwrap
 import time
@@ -34,11 +33,11 @@ import pytest
 from paramiko_proxyfix import gate, procfs
 from paramiko_proxyfix.cli import ps
 from tests.support import REPO_ROOT
+from tests.support.userpy import UserPythonError, user_python
 
 SLEEP = "import time; time.sleep(300)"
 USER = "pfxtest"  # the unprivileged user tests/test_host_safety.py uses too
 SETPRIV = ["setpriv", f"--reuid={USER}", f"--regid={USER}", "--clear-groups"]
-SYSTEM_PYTHON = "/usr/bin/python3"
 
 needs_pidns = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("unshare") is None,
@@ -394,31 +393,21 @@ def test_ps_kill_orphans_asks_then_terms_then_kills(ssh: str) -> None:
 # -- an unprivileged user ------------------------------------------------------------
 
 
-def _user_python(env: dict[str, str]) -> str | None:
-    """A Python the unprivileged user can run that imports this package."""
+def _user_python() -> tuple[str, dict[str, str]]:
+    """A Python the unprivileged user can run that imports this package (a
+    world-readable copy of ours: tests/support/userpy.py), and its env."""
     try:
         pwd.getpwnam(USER)
     except KeyError:
         subprocess.run(
             ["useradd", "--system", "--no-create-home", USER], check=True, timeout=30
         )
-    # It must also start itself again as the user, as the user's proxy does.
-    probe = (
-        "import subprocess, sys, paramiko_proxyfix.cli.main\n"
-        "subprocess.run([sys.argv[1], '-c', ''], check=True)\n"
-        "print(sys.version_info[:2])\n"
-    )
-    for python in (SYSTEM_PYTHON, sys.executable):
-        try:
-            found = subprocess.run(
-                [*SETPRIV, python, "-c", probe, python],
-                capture_output=True, text=True, timeout=30, env=env, cwd="/",
-            )  # fmt: skip
-        except OSError:
-            continue
-        if found.stdout.strip() == str(sys.version_info[:2]):
-            return python
-    return None
+    try:
+        found = user_python(tuple(SETPRIV))
+    except UserPythonError as exc:
+        pytest.fail(f"no Python {sys.version_info[:2]} that {USER} may run: {exc}")
+    keep = ("PYTHONPATH", "LD_LIBRARY_PATH", "PYTHONNOUSERSITE")
+    return found.python, _env(**{k: found.env[k] for k in keep})
 
 
 @needs_pidns
@@ -427,11 +416,7 @@ def _user_python(env: dict[str, str]) -> str | None:
 def test_an_unprivileged_user_sees_unknown_and_kills_nothing(ssh: str) -> None:
     """Root's orphan, and the user's own: the user cannot read root's
     descriptors (pid 1's among them), so neither can be proved orphaned."""
-    site = sysconfig.get_paths()["purelib"]
-    env = _env(PYTHONPATH=f"{REPO_ROOT}{os.pathsep}{site}")
-    python = _user_python(env)
-    if python is None:
-        pytest.skip(f"no Python {sys.version_info[:2]} that {USER} may run")
+    python, env = _user_python()
     # The user's proxy: a link named ssh to that Python, where the user may go.
     with tempfile.TemporaryDirectory(prefix="pfx-ssh-") as bin_dir:
         os.chmod(bin_dir, 0o755)
