@@ -86,6 +86,7 @@ def test_uninstall_keeps_live_instances_working(reinstall: None) -> None:
         assert p.process.returncode is not None and p.process.stdout.closed
 
 
+@pytest.mark.unpatched
 def test_install_patches_init_last_and_uninstall_restores_it_first(
     reinstall: None,
 ) -> None:
@@ -113,6 +114,7 @@ class _UpstreamIO(ProxyCommand):
     """A subclass with upstream's own send and recv (as a library might pin)."""
 
 
+@pytest.mark.unpatched
 def test_a_subclass_with_its_own_io_is_left_alone(
     fake_server: FakeServer, reinstall: None
 ) -> None:
@@ -313,6 +315,7 @@ def test_a_file_that_cannot_run_is_still_a_permission_error(tmp_path: Path) -> N
 # -- configuration never breaks the import ----------------------------------------
 
 
+@pytest.mark.unpatched
 @pytest.mark.parametrize("disable", ["", "1"])
 def test_bad_environment_values_warn_and_use_the_defaults(disable: str) -> None:
     done = _child(
@@ -366,6 +369,7 @@ def test_set_idle_timeout_refuses_bad_values() -> None:
             paramiko_proxyfix.set_idle_timeout(bad)  # type: ignore[arg-type]
 
 
+@pytest.mark.unpatched
 def test_the_unsupported_paramiko_warning_names_the_importing_line(
     tmp_path: Path,
 ) -> None:

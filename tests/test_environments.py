@@ -318,6 +318,7 @@ GREEN_PRELUDE = {
 }
 
 
+@pytest.mark.unpatched
 @pytest.mark.parametrize("green", ["gevent", "eventlet"])
 def test_green_threads_killed_proxy(sshd: Sshd, green: str) -> None:
     code = GREEN_PRELUDE[green] + (
@@ -443,6 +444,7 @@ EXEC_CASES = {
 }
 
 
+@pytest.mark.unpatched
 def test_exec_errors_match_upstream(tmp_path: Any) -> None:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -553,6 +555,7 @@ runpy.run_module("paramiko_proxyfix", run_name="__main__", alter_sys=True)
 """
 
 
+@pytest.mark.unpatched
 @pytest.mark.parametrize("platform", list(PLATFORMS))
 def test_unsupported_platform_warns_once_and_leaves_paramiko(platform: str) -> None:
     prelude, reason = PLATFORMS[platform]

@@ -88,6 +88,7 @@ def test_forked_child_releases_inherited_proxies(mode: str) -> None:
     assert data["state"] == "S" and data["echo"] == "still mine", data
 
 
+@pytest.mark.unpatched
 @pytest.mark.parametrize("mode", ["os", "multiprocessing"])
 def test_upstream_child_keeps_the_pipes_and_kills_the_parents_proxy(
     mode: str,

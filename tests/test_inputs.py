@@ -105,6 +105,7 @@ with warnings.catch_warnings(record=True) as caught:
 """
 
 
+@pytest.mark.unpatched
 @pytest.mark.parametrize(
     ("value", "disabled", "warns"),
     [(v, True, False) for v in ("1", "true", "YES", "On")]

@@ -16,7 +16,7 @@ from paramiko_proxyfix import hooks
 from paramiko_proxyfix.upstream import proxy as fix
 from tests.support import REPO_ROOT, upstream_method
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.unpatched]
 
 MISSING = object()
 

@@ -115,6 +115,7 @@ def high_fds() -> Iterator[None]:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
+@pytest.mark.unpatched
 def test_works_with_descriptors_above_1023(high_fds: None, proxies: list) -> None:
     p = start(proxies, "cat")
     assert p.process.stdout.fileno() > 1023
@@ -178,6 +179,7 @@ def test_killed_proxy_raises_with_signal_name(proxies: list) -> None:
     assert time.monotonic() - t0 < 1
 
 
+@pytest.mark.unpatched
 def test_upstream_recv_spins_at_eof() -> None:
     """The bug, for contrast: upstream recv at EOF never returns."""
     with capped.BusyLoop() as ref:  # what a spin gets meanwhile
@@ -212,6 +214,7 @@ def test_send_reports_what_was_written_and_honours_timeout(proxies: list) -> Non
     assert time.monotonic() - t0 < 3
 
 
+@pytest.mark.unpatched
 def test_upstream_send_blocks_forever_on_a_stalled_proxy() -> None:
     result = capped.run_capped(
         "import paramiko_proxyfix, paramiko, sys\n"
@@ -257,6 +260,7 @@ def test_stderr_flood_never_blocks_and_tail_is_bounded(proxies: list) -> None:
     assert tail.endswith("the end\n") and tail == stderr_tail(p)
 
 
+@pytest.mark.unpatched
 def test_upstream_blocks_on_a_stderr_flood() -> None:
     flood = py(
         "import os\nfor i in range(64): os.write(2, b'e' * 65536)\nos.write(1, b'ok')"
@@ -370,6 +374,7 @@ def test_close_is_safe_after_the_process_exited(proxies: list) -> None:
     assert gone(p.process.pid)
 
 
+@pytest.mark.unpatched
 def test_upstream_close_leaves_zombie_and_pipes() -> None:
     result = capped.run_capped(
         "import paramiko_proxyfix, paramiko, os, time\n"

@@ -64,6 +64,7 @@ def test_killed_proxy_ends_the_transport_and_idles(sshd: Sshd) -> None:
     assert sorted(detects)[1] < 0.5, detects  # median
 
 
+@pytest.mark.unpatched
 def test_killed_proxy_spins_without_the_fix(sshd: Sshd) -> None:
     result, data = scenario(sshd, "kill_idle", fixed=False)
     assert data is not None, result
@@ -74,6 +75,7 @@ def test_killed_proxy_spins_without_the_fix(sshd: Sshd) -> None:
     assert data["cpu"]["ratio"] > 0.5, data
 
 
+@pytest.mark.unpatched
 @pytest.mark.parametrize("mode", ["exit_status", "channel_read"])
 def test_waiting_caller_returns_when_the_proxy_dies(sshd: Sshd, mode: str) -> None:
     result, data = scenario(sshd, "waiting_caller", fixed=True, SCN_MODE=mode)
@@ -85,6 +87,7 @@ def test_waiting_caller_returns_when_the_proxy_dies(sshd: Sshd, mode: str) -> No
     assert data is not None and data["took"] is None, (result, data)
 
 
+@pytest.mark.unpatched
 def test_failing_proxy_fails_connect_with_its_own_words(sshd: Sshd) -> None:
     refused = sshd.proxy_command(target_port=free_port())
     result, data = scenario(sshd, "failing_proxy", fixed=True, SCN_PROXY=refused)
@@ -104,6 +107,7 @@ def test_failing_proxy_fails_connect_with_its_own_words(sshd: Sshd) -> None:
     assert data["took"] >= 4, data
 
 
+@pytest.mark.unpatched
 def test_read_loop_ends_when_a_grandchild_holds_the_pipe(sshd: Sshd) -> None:
     holder = "sleep 6001 & exec " + sshd.proxy_command()
     command = shlex.join(["sh", "-c", holder])
@@ -184,6 +188,7 @@ def test_routine_close_logs_no_error(sshd: Sshd, caplog: Any) -> None:
     assert errors == []
 
 
+@pytest.mark.unpatched
 def test_cycles_leak_without_the_fix(sshd: Sshd) -> None:
     code = """
 import json, os, paramiko, signal, time

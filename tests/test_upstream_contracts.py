@@ -368,6 +368,7 @@ def test_settimeout_decides_whether_recv_times_out(proxies: Proxies) -> None:
         quiet.recv(3)
 
 
+@pytest.mark.unpatched
 @pytest.mark.timeout(60)
 def test_missing_subprocess_module_fails_at_runtime(impl: str) -> None:
     """upstream: test_raises_subprocess_ImportErrors_at_runtime.

@@ -81,6 +81,7 @@ def test_the_class_relations() -> None:
     assert not issubclass(ProxyCommandNotPermitted, FileNotFoundError)
 
 
+@pytest.mark.unpatched
 def test_the_fix_s_exceptions_live_in_paramiko_ssh_exception() -> None:
     """install() puts them where a paramiko built from patches/ has them, so
     pickles name one place in both kinds of process."""

@@ -26,7 +26,7 @@ from paramiko_proxyfix.upstream import proxy as fix
 from paramiko_proxyfix.upstream import ssh_exception as ours
 from tests.unit.procs import PATIENCE
 
-pytestmark = pytest.mark.timeout(20)
+pytestmark = [pytest.mark.timeout(20), pytest.mark.unpatched]
 
 
 @pytest.fixture
