@@ -149,11 +149,18 @@ def _dispatch(fixed: Any, original: Any) -> Any:
             doc=original.__doc__,
         )
 
+    # recv and send run per packet and on each idle tick: one argument each,
+    # no packing; a KeyError-free dict lookup decides.
     def method(self: Any, *args: Any) -> Any:
         if ATTR in self.__dict__:
             return fixed(self, *args)
         return original(self, *args)
 
+    def one(self: Any, arg: Any) -> Any:
+        return (fixed if ATTR in self.__dict__ else original)(self, arg)
+
+    if fixed.__code__.co_argcount == 2 and not fixed.__defaults__:
+        method = one
     method.__name__ = fixed.__name__
     method.__qualname__ = original.__qualname__
     method.__doc__ = fixed.__doc__

@@ -34,7 +34,7 @@ __all__ = ["CHECK_EVERY", "make_check_keepalive"]
 
 #: Seconds between two looks at one proxy's status (a waitid() costs more the
 #: more children and threads a process has).
-CHECK_EVERY = 0.25
+CHECK_EVERY = 1.0
 _POLLHUP = getattr(select, "POLLHUP", 16)
 
 

@@ -135,6 +135,6 @@ def grandchild_holds_pipe() -> None:
     assert transport is not None
     time.sleep(0.3)
     os.kill(transport.sock.process.pid, signal.SIGKILL)
-    detect = _wait_inactive(transport, 3.0)
+    detect = _wait_inactive(transport, 12.0)
     _emit(detect=detect, cpu=_cpu_share(0.5))
     _close(client)

@@ -207,7 +207,7 @@ def launcher_scenario() -> None:
         killed = time.monotonic()
         for pid in targets:
             os.kill(pid, sig)
-        while transport.is_active() and time.monotonic() - killed < 5:
+        while transport.is_active() and time.monotonic() - killed < 12:
             time.sleep(0.002)
         data["detect"] = None if transport.is_active() else time.monotonic() - killed
         thread.join(5)
@@ -411,7 +411,9 @@ def test_exit_status_decides_while_a_grandchild_holds_the_pipe(sshd: Sshd) -> No
         # USR1 makes the proxy exit with status 3; KILL kills it by a signal.
         data = _grandchild_run(sshd, 3, ENV_IDLE="0.5", ENV_KILL=how)
         assert data["leader_alive"], data
-        assert data["detect"] is not None and data["detect"] < 1.0, data
+        # Seen by the read loop's look at the proxy, once a second (readloop):
+        # about 1.1 s at most; 10x that.
+        assert data["detect"] is not None and data["detect"] < 11, data
         assert data["waiter_returned"], data
         assert data["error"] and expected in data["error"], data
 

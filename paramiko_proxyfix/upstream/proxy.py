@@ -1,6 +1,5 @@
-# The fix as paramiko's own proxy.py (tools/make_patches.py writes it there;
-# install() puts it on an unpatched paramiko): paramiko's idiom, black 22.12
-# and flake8 at 79 columns, no annotations, the standard library and paramiko.
+# The fix as paramiko's own proxy.py (tools/make_patches.py writes it there,
+# install() puts it on an unpatched paramiko): paramiko's idiom, 79 columns.
 
 import os
 import select
@@ -92,13 +91,8 @@ class ProxyCommand(ClosingContextManager):
 
     def _spawn(self, argv):
         """Start the command; return its `subprocess.Popen`."""
-        return subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            bufsize=0,
-        )
+        p = subprocess.PIPE
+        return subprocess.Popen(argv, stdin=p, stdout=p, stderr=p, bufsize=0)
 
     def _signal(self, sig):
         """Send ``sig`` to the command."""
@@ -167,9 +161,8 @@ class ProxyCommand(ClosingContextManager):
             if self._closing:  # close() may have left the pipe to us
                 self._close(self.process.stdin)
             self._write_lock.release()
-        # There was a problem with the child process. It probably died and
-        # we can't proceed: say how it ended, once it has. Its stderr is
-        # read here unless a reader is at it.
+        # There was a problem with the child process. It probably died: say
+        # how, once it has (reading its stderr, unless a reader is at it).
         drain = self._read_lock.acquire(False)
         try:
             status = self._exited(drain)
@@ -228,8 +221,7 @@ class ProxyCommand(ClosingContextManager):
         return b""
 
     def _ready(self, reading, deadline):
-        """Wait a slice of the time left, reading stderr meanwhile; the
-        deadline, or None once the time is up."""
+        """Wait a slice of the time left, reading stderr; None once up."""
         now = time.monotonic()
         if deadline is None:
             timeout = self.timeout

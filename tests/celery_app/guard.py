@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.celery_app import scenario as scenario_mod
 from tests.celery_app.fleet import by_node, on_node
 from tests.celery_app.scenario import (
     _become_subreaper,
@@ -89,28 +90,15 @@ def prepare(workdir: Path, node: str) -> Path:
 
 def start_worker(workdir: Path, node: str, tmp: Path) -> subprocess.Popen[bytes]:
     """A prefork worker of the guard app on queue ``node``; once it is ready."""
-    log = workdir / f"worker-{node}.log"
-    env = dict(os.environ, PARAMIKO_PROXYFIX_DISABLE="", TMPDIR=str(tmp))
-    env.pop("XDG_RUNTIME_DIR", None)
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "tests.celery_app.guard_app"]
-            + ["worker", "--pool=prefork", "--concurrency=2", "--loglevel=INFO"]
-            + ["-O", "fair", "--without-heartbeat", "--without-mingle"]
-            + ["--without-gossip", "-n", f"{node}@guard", "-Q", node],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=str(REPO_ROOT),
-            start_new_session=True,
-        )
-    deadline = time.monotonic() + 45
-    while time.monotonic() < deadline and proc.poll() is None:
-        if b" ready." in log.read_bytes():
-            return proc
-        time.sleep(0.1)
-    raise RuntimeError(f"worker not ready:\n{log.read_text(errors='replace')[-4000:]}")
+    return scenario_mod.start_worker(
+        workdir,
+        fixed=True,
+        name=f"{node}@guard",
+        queues=node,
+        env={"TMPDIR": str(tmp)},
+        app="tests.celery_app.guard_app",
+        unset=("XDG_RUNTIME_DIR",),
+    )
 
 
 def cli(*args: str) -> dict[str, Any]:

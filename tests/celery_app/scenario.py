@@ -83,15 +83,19 @@ def start_worker(
     name: str = "e2e@%h",
     queues: str = "celery",
     env: dict[str, str] | None = None,
+    app: str = "tests.celery_app.app",
+    unset: tuple[str, ...] = (),
 ) -> subprocess.Popen[bytes]:
     """``celery worker --pool=POOL --concurrency=N``; returns once it is ready."""
     log = workdir / f"worker-{name.split('@')[0]}.log"
     full = dict(
         os.environ, PARAMIKO_PROXYFIX_DISABLE="" if fixed else "1", **(env or {})
     )
+    for variable in unset:
+        full.pop(variable, None)
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "tests.celery_app.app", "worker"]
+            [sys.executable, "-m", "celery", "-A", app, "worker"]
             + [f"--pool={pool}", f"--concurrency={concurrency}", "--loglevel=INFO"]
             + (["-O", "fair"] if pool == "prefork" else [])
             + ["--without-heartbeat", "--without-mingle", "--without-gossip"]
