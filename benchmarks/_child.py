@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import IO, Any, Callable, cast
 
 import paramiko
@@ -298,11 +299,24 @@ def _children() -> tuple[int, int]:
     return len(capped.child_pids()) - zombies, zombies
 
 
+def _barrier(path: str, cap: float) -> None:
+    """Say this child is ready (``PATH.<pid>``), then wait for ``PATH.go``:
+    children compared with each other measure the same seconds."""
+    Path(f"{path}.{os.getpid()}").touch()
+    deadline = time.monotonic() + cap
+    while not os.path.exists(f"{path}.go"):
+        if time.monotonic() > deadline:
+            raise SystemExit("no go from the parent")
+        time.sleep(0.01)
+
+
 def idle(cfg: Config, client_factory: Client) -> dict[str, Any]:
     """CPU of this process while ``count`` connections sit idle."""
     clients, errors, opened = _open_many(client_factory, cfg["count"], 6)
     try:
         time.sleep(1.0)
+        if cfg.get("barrier"):
+            _barrier(cfg["barrier"], 240)
         c0, w0 = _cpu(), time.perf_counter()
         time.sleep(cfg["seconds"])
         share = (_cpu() - c0) / (time.perf_counter() - w0)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import glob
 import hashlib
 import json
 import os
@@ -123,6 +124,63 @@ def run_child(cfg: dict[str, Any], cap: float) -> Result:
     return {"failed": f"{why}: {' | '.join(tail)}"}
 
 
+def run_together(cfgs: list[dict[str, Any]], cap: float, barrier: Path) -> list[Result]:
+    """Run a child per config at once; they measure the same seconds (each
+    waits at ``barrier`` once ready, see _child.py)."""
+    env = dict(os.environ)
+    env.pop("PARAMIKO_PROXYFIX_DISABLE", None)
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(ROOT), env.get("PYTHONPATH")])
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(HERE / "_child.py"), json.dumps(cfg)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=str(ROOT),
+            start_new_session=True,
+        )
+        for cfg in cfgs
+    ]
+    deadline = time.monotonic() + cap
+    try:
+        ready = {f"{barrier}.{p.pid}" for p in procs}
+        while not all(os.path.exists(r) for r in ready) and time.monotonic() < deadline:
+            if any(p.poll() is not None for p in procs):
+                break
+            time.sleep(0.02)
+        Path(f"{barrier}.go").touch()
+        results = []
+        for proc in procs:
+            try:
+                out, err = proc.communicate(
+                    timeout=max(1.0, deadline - time.monotonic())
+                )
+            except subprocess.TimeoutExpired:
+                _kill_group(proc.pid)
+                out, err = proc.communicate()
+            lines = [
+                ln
+                for ln in out.decode(errors="replace").splitlines()
+                if ln.startswith("{")
+            ]
+            if proc.returncode == 0 and lines:
+                results.append(json.loads(lines[-1]))
+            else:
+                tail = err.decode(errors="replace").strip().splitlines()[-3:]
+                results.append(
+                    {"failed": f"exit {proc.returncode}: {' | '.join(tail)}"}
+                )
+        return results
+    finally:
+        for proc in procs:
+            _kill_group(proc.pid)
+        for name in glob.glob(f"{barrier}.*"):
+            os.unlink(name)
+
+
 def _kill_group(pgid: int) -> None:
     with contextlib.suppress(OSError):
         os.killpg(pgid, signal.SIGKILL)
@@ -222,15 +280,23 @@ class Bench:
             )
 
     def idle(self) -> None:
-        # Interleaved like the transfers: a noisy neighbour slows all alike,
-        # and the median of the rounds is what is compared.
-        self._rounds(
-            "idle",
-            self.plan.idle_rounds,
-            cap=300,
-            count=self.plan.idle_count,
-            seconds=self.plan.idle_seconds,
-        )
+        # In rounds, and upstream and the fix of one path at the same moment
+        # (two processes, the same seconds measured): a noisy neighbour then
+        # weighs on both alike. The median of the rounds is what is compared.
+        groups: dict[str, list[str]] = {}
+        for setup in self.measured("idle"):
+            groups.setdefault(SETUPS[setup][1], []).append(setup)
+        barrier = self.sshd.workdir / "idle-barrier"
+        extra = {"count": self.plan.idle_count, "seconds": self.plan.idle_seconds}
+        for r in range(self.plan.idle_rounds):
+            for setups in groups.values():
+                progress(f"  idle {r + 1}/{self.plan.idle_rounds} {' + '.join(setups)}")
+                cfgs = [
+                    self.config(s, "idle", barrier=str(barrier), **extra)
+                    for s in setups
+                ]
+                for setup, res in zip(setups, run_together(cfgs, 300, barrier)):
+                    self.raw[setup].setdefault("idle", []).append(res)
 
     def many(self) -> None:
         for setup in self.measured("many"):

@@ -30,8 +30,8 @@ class Extras:
         self.terminated = False
         self.noted = False
         self.closed = False
-        #: When the read-loop hook may next ask whether the proxy ended.
-        self.next_check = 0.0
+        #: Idle ticks since the read-loop hook last asked whether it ended.
+        self.ticks = 0
 
 
 def extras_of(proxy: Any) -> Extras | None:

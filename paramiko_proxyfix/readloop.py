@@ -1,10 +1,12 @@
 """The hook on paramiko's packet read loop: for proxies whose end recv() cannot see.
 
 ``Packetizer.read_all`` calls ``_check_keepalive`` each time its socket's
-``recv`` times out (ten times a second on an idle connection). For a
-ProxyCommand there, at most every CHECK_EVERY seconds, the replacement asks
-whether the proxy ended although its output did not (a process it started
-still holds the pipe), and ends the loop:
+``recv`` times out (ten times a second on an idle connection). The spawner
+thread looks at every live proxy once a second (``registry.look_all``); once
+it has seen one ended (or on every CHECK_EVERY-th call where no spawner
+thread looks, under gevent or eventlet), the replacement asks whether the
+proxy ended although its output did not (a process it started still holds
+the pipe), and ends the loop:
 
 - a proxy that failed (non-zero status, or killed) ends the connection with
   its ``ProxyCommandExited``; one that exited 0 does not, because a launcher
@@ -13,8 +15,7 @@ still holds the pipe), and ends the loop:
   spinning one, or an instance made before install()): EOF once its proxy
   ended and nothing is left to read.
 
-It also lets a grown pipe of an idle proxy shrink back. It never raises
-anything else.
+It never raises anything else.
 """
 
 from __future__ import annotations
@@ -25,16 +26,17 @@ from typing import Any, Callable
 
 from paramiko.proxy import ProxyCommand
 
+from . import spawn
 from ._patch import is_built_in as built_in
+from .child import RUNNING
 from .errors import ProxyCommandExited
 from .extras import ATTR, extras_of
 from .logs import log
 
 __all__ = ["CHECK_EVERY", "make_check_keepalive"]
 
-#: Seconds between two looks at one proxy's status (a waitid() costs more the
-#: more children and threads a process has).
-CHECK_EVERY = 1.0
+#: Idle ticks (0.1 s each) between two looks at one proxy's status.
+CHECK_EVERY = 10
 _POLLHUP = getattr(select, "POLLHUP", 16)
 
 
@@ -79,22 +81,32 @@ def make_check_keepalive(
     """Wrap upstream's ``Packetizer._check_keepalive`` (saved by the caller)."""
 
     def _check_keepalive(self: Any) -> None:
+        # An idle connection comes here ten times a second: while the spawner
+        # thread looks at every proxy each second (spawn.py), a running one
+        # costs a look at its state, nothing more.
         sock = getattr(self, "_Packetizer__socket", None)
+        try:
+            extras = sock.__dict__[ATTR]
+        except (AttributeError, KeyError):
+            extras = None
+        if extras is not None and extras.child.state is RUNNING and spawn.watching:
+            original(self)
+            return
         if isinstance(sock, ProxyCommand):
-            # An idle connection comes here ten times a second: look at the
-            # proxy at most every CHECK_EVERY seconds.
-            extras = sock.__dict__.get(ATTR)
-            now = time.monotonic()
-            if extras is None or now >= extras.next_check:
-                if extras is not None:
-                    extras.next_check = now + CHECK_EVERY
-                    extras.io.idle(now)
-                try:
-                    check_ended(sock, uses_fixed_recv(sock))
-                except EOFError:
-                    raise  # ProxyCommandExited is one too
-                except Exception:
-                    log.debug("exit check of a proxy failed", exc_info=True)
+            if extras is not None and spawn.watching is False:
+                # No spawner thread looks (green threads): every CHECK_EVERY-th.
+                extras.ticks += 1
+                if extras.ticks < CHECK_EVERY:
+                    original(self)
+                    return
+                extras.ticks = 0
+                extras.io.idle(time.monotonic())
+            try:
+                check_ended(sock, uses_fixed_recv(sock))
+            except EOFError:
+                raise  # ProxyCommandExited is one too
+            except Exception:
+                log.debug("exit check of a proxy failed", exc_info=True)
         original(self)
 
     _check_keepalive.__wrapped__ = original  # type: ignore[attr-defined]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import select
 import signal
 import threading
 import time
@@ -34,6 +35,7 @@ __all__ = [
     "discard",
     "has_live",
     "live",
+    "look_all",
     "proxies",
     "release_inherited",
     "reset_after_fork",
@@ -110,6 +112,29 @@ def has_live() -> bool:
             if x is not None and x.child.owner_pid == me:
                 return True
     return False
+
+
+def look_all() -> None:
+    """Look once at every live proxy: each that ended is then seen ended (not
+    reaped), and a grown pipe of an idle one shrinks back. The spawner thread
+    does it every WATCH_EVERY seconds, so the read loop's hook only has to
+    read a state (readloop.py)."""
+    found = [x for x in map(extras_of, live()) if x is not None]
+    now = time.monotonic()
+    for x in found:
+        x.io.idle(now)  # a grown pipe of an idle proxy shrinks back
+    proxies = [x.child for x in found]
+    fds = [c.pidfd for c in proxies if c.pidfd is not None]
+    poller = getattr(select, "poll", None)
+    if poller is not None and len(fds) == len(proxies):
+        # A pidfd turns readable when its process exits: one poll() for all.
+        watch = poller()
+        for fd in fds:
+            watch.register(fd, select.POLLIN)
+        ended = {fd for fd, _ in watch.poll(0)}
+        proxies = [c for c in proxies if c.pidfd in ended]
+    for child in proxies:
+        child.poll()
 
 
 def stats() -> dict[str, int]:

@@ -31,11 +31,13 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from typing import Any, Callable
 
 from . import registry
 from .errors import ProxyCommandStartError
 from .execcheck import check_runnable
+from .logs import log
 
 __all__ = [
     "forked_for_exec",
@@ -51,6 +53,10 @@ _PR_SET_PDEATHSIG = 1
 _SIGKILL = int(signal.SIGKILL)
 #: Seconds without work and without live proxies before the spawner ends.
 IDLE_EXIT = 0.2
+#: Seconds between the spawner's looks at every live proxy (registry.look_all).
+WATCH_EVERY = 1.0
+#: Whether a spawner thread is looking at the live proxies now.
+watching = False
 
 
 def _load_prctl() -> Callable[..., int] | None:
@@ -192,19 +198,27 @@ class _Spawner:
         self.thread.start()
 
     def _serve(self) -> None:
-        global _spawner_ident
+        global _spawner_ident, watching
         _spawner_ident = threading.get_ident()
-        while True:
-            try:
-                job = self.jobs.get(timeout=IDLE_EXIT)
-            except queue.Empty:
-                job = self._retire()
-                if job is None:
+        watching = True
+        looked = time.monotonic()
+        try:
+            while True:
+                try:
+                    job = self.jobs.get(timeout=IDLE_EXIT)
+                except queue.Empty:
+                    job = self._retire()
+                    if job is None:
+                        return
+                if job is None:  # stop_spawner()
                     return
-            if job is None:  # stop_spawner()
-                return
-            job()
-            del job  # hold no reference to a finished Popen while idle
+                job()
+                del job  # hold no reference to a finished Popen while idle
+                if time.monotonic() - looked >= WATCH_EVERY:
+                    looked = time.monotonic()
+                    _look_all()
+        finally:
+            watching = False
 
     def _retire(self) -> Callable[[], None] | None:
         """End if nothing needs this thread; else the next job (or a no-op)."""
@@ -228,6 +242,15 @@ _spawner: _Spawner | None = None
 _spawner_lock = threading.Lock()
 #: The spawner thread's id; a forked child keeps the id of the forking thread.
 _spawner_ident: int | None = None
+
+
+def _look_all() -> None:
+    """``registry.look_all()``; whatever goes wrong there must not end the
+    thread every proxy of this process is started by."""
+    try:
+        registry.look_all()
+    except Exception:
+        log.debug("a look at the live proxies failed", exc_info=True)
 
 
 def _submit(job: Callable[[], None]) -> bool:
@@ -272,9 +295,10 @@ def forked_for_exec() -> bool:
 def reset_after_fork() -> None:
     """In a forked child (see lifecycle.py): the parent's spawner thread does
     not exist here, and another parent thread may have held its lock."""
-    global _spawner, _spawner_lock, _spawner_ident
+    global _spawner, _spawner_lock, _spawner_ident, watching
     # A thread of this child may be given the dead spawner's id.
     _spawner_ident = None
+    watching = False
     _spawner = None
     _spawner_lock = threading.Lock()
 

@@ -12,10 +12,13 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from paramiko.packet import Packetizer
 from paramiko.proxy import ProxyCommand
 
 import paramiko_proxyfix
-from paramiko_proxyfix import registry
+from paramiko_proxyfix import readloop, registry, spawn
+from paramiko_proxyfix.child import ENDED, RUNNING
+from paramiko_proxyfix.extras import extras_of
 from tests.support import STUBBORN, capped
 
 pytestmark = pytest.mark.timeout(30)
@@ -241,3 +244,78 @@ def test_exit_of_a_forked_child_never_touches_the_parent_proxies() -> None:
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout.strip().splitlines()[-1])
     assert data == {"alive": "S", "closed": False}, data
+
+
+# -- the spawner's look at every live proxy (spawn.WATCH_EVERY) -------------
+
+
+def test_the_spawner_sees_a_proxy_end_that_nobody_reads(made: list) -> None:
+    # The read-loop hook only reads a state while the spawner looks: without
+    # that look, an idle connection would never learn its proxy failed.
+    p = start(made, "sh -c 'exit 5'")
+    extras = extras_of(p)
+    assert extras is not None and spawn.watching
+    deadline = time.monotonic() + 10  # once a second; ten times that: load
+    while extras.child.state is RUNNING and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert extras.child.state == ENDED and extras.child.returncode == 5
+    assert capped.proc_state(p.process.pid) == "Z"  # seen, not reaped: close() does
+
+
+def test_a_failed_look_leaves_the_spawner_running(
+    made: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    looks: list[float] = []
+
+    def broken() -> None:
+        looks.append(time.monotonic())
+        raise RuntimeError("a look failed")
+
+    monkeypatch.setattr(registry, "look_all", broken)
+    ready(start(made, "sh -c 'echo ready; exec cat'"))
+    deadline = time.monotonic() + 15
+    while len(looks) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(looks) >= 2, "the spawner stopped looking"
+    assert spawn.watching
+    ready(start(made, "sh -c 'echo ready; exec cat'"))  # and still starts proxies
+
+
+def test_without_a_spawner_the_hook_looks_every_tenth_idle_tick(
+    made: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Green threads (gevent, eventlet) have no spawner looking at proxies:
+    # the read loop's hook looks at its own proxy every CHECK_EVERY ticks.
+    p = start(made, "sh -c 'exit 5'")
+    assert p.process.wait(10) == 5
+    monkeypatch.setattr(spawn, "watching", False)
+    packetizer = Packetizer(p)
+    for _ in range(readloop.CHECK_EVERY - 1):
+        packetizer._check_keepalive()  # a tick that does not look
+    with pytest.raises(paramiko_proxyfix.ProxyCommandExited) as ended:
+        packetizer._check_keepalive()
+    assert ended.value.returncode == 5
+
+
+FORKED_SPAWNER = """
+import json, os, sys
+import paramiko, paramiko_proxyfix
+from paramiko_proxyfix import spawn
+p = paramiko.ProxyCommand("cat")
+seen = [spawn.watching]
+child = os.fork()
+if child == 0:
+    # No spawner thread here: the hook must not trust a look nobody makes.
+    os.write(1, json.dumps({"child": spawn.watching}).encode() + b"\\n")
+    os._exit(0)
+os.waitpid(child, 0)
+print(json.dumps({"parent": seen[0]}), flush=True)
+p.close()
+"""
+
+
+def test_a_forked_child_does_not_count_on_the_parent_spawner() -> None:
+    result = capped.run_capped(FORKED_SPAWNER, 15)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(x) for x in result.stdout.splitlines()]
+    assert {"child": False} in lines and {"parent": True} in lines, lines
