@@ -324,6 +324,11 @@ class TestProxyCommand:
             if pid == 0:  # the child: report through the pipe, never return
                 report = b"ok"
                 try:
+                    try:  # the parent's output is not the child's to read
+                        proxy.recv(1)
+                        report = b"recv worked"
+                    except ProxyCommandClosed:
+                        pass
                     proxy.close()
                     try:
                         proxy.send(b"x")
