@@ -88,20 +88,7 @@ class Plan:
 
 def run_child(cfg: dict[str, Any], cap: float) -> Result:
     """Run _child.py with ``cfg`` in its own session; kill it all at ``cap``."""
-    env = dict(os.environ)
-    env.pop("PARAMIKO_PROXYFIX_DISABLE", None)
-    env["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(ROOT), env.get("PYTHONPATH")])
-    )
-    proc = subprocess.Popen(
-        [sys.executable, str(HERE / "_child.py"), json.dumps(cfg)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-        cwd=str(ROOT),
-        start_new_session=True,
-    )
+    proc = _start(cfg)
     timed_out = False
     try:
         out, err = proc.communicate(timeout=cap)
@@ -113,37 +100,13 @@ def run_child(cfg: dict[str, Any], cap: float) -> Result:
         # Upstream's proxies share the child's process group; whatever of it
         # survived the child goes now.
         _kill_group(proc.pid)
-    lines = [
-        ln for ln in out.decode(errors="replace").splitlines() if ln.startswith("{")
-    ]
-    if proc.returncode == 0 and lines:
-        result: Result = json.loads(lines[-1])
-        return result
-    tail = err.decode(errors="replace").strip().splitlines()[-3:]
-    why = f"timed out after {cap:.0f}s" if timed_out else f"exit {proc.returncode}"
-    return {"failed": f"{why}: {' | '.join(tail)}"}
+    return _result(proc, out, err, cap if timed_out else None)
 
 
 def run_together(cfgs: list[dict[str, Any]], cap: float, barrier: Path) -> list[Result]:
     """Run a child per config at once; they measure the same seconds (each
     waits at ``barrier`` once ready, see _child.py)."""
-    env = dict(os.environ)
-    env.pop("PARAMIKO_PROXYFIX_DISABLE", None)
-    env["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(ROOT), env.get("PYTHONPATH")])
-    )
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(HERE / "_child.py"), json.dumps(cfg)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-            cwd=str(ROOT),
-            start_new_session=True,
-        )
-        for cfg in cfgs
-    ]
+    procs = [_start(cfg) for cfg in cfgs]
     deadline = time.monotonic() + cap
     try:
         ready = {f"{barrier}.{p.pid}" for p in procs}
@@ -154,31 +117,60 @@ def run_together(cfgs: list[dict[str, Any]], cap: float, barrier: Path) -> list[
         Path(f"{barrier}.go").touch()
         results = []
         for proc in procs:
+            timed_out = None
             try:
                 out, err = proc.communicate(
                     timeout=max(1.0, deadline - time.monotonic())
                 )
             except subprocess.TimeoutExpired:
+                timed_out = cap
                 _kill_group(proc.pid)
                 out, err = proc.communicate()
-            lines = [
-                ln
-                for ln in out.decode(errors="replace").splitlines()
-                if ln.startswith("{")
-            ]
-            if proc.returncode == 0 and lines:
-                results.append(json.loads(lines[-1]))
-            else:
-                tail = err.decode(errors="replace").strip().splitlines()[-3:]
-                results.append(
-                    {"failed": f"exit {proc.returncode}: {' | '.join(tail)}"}
-                )
+            results.append(_result(proc, out, err, timed_out))
         return results
     finally:
         for proc in procs:
             _kill_group(proc.pid)
         for name in glob.glob(f"{barrier}.*"):
             os.unlink(name)
+
+
+def _start(cfg: dict[str, Any]) -> subprocess.Popen[bytes]:
+    """_child.py for ``cfg``, in a session of its own (see _kill_group)."""
+    env = dict(os.environ)
+    env.pop("PARAMIKO_PROXYFIX_DISABLE", None)
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(ROOT), env.get("PYTHONPATH")])
+    )
+    return subprocess.Popen(
+        [sys.executable, str(HERE / "_child.py"), json.dumps(cfg)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=str(ROOT),
+        start_new_session=True,
+    )
+
+
+def _result(
+    proc: subprocess.Popen[bytes], out: bytes, err: bytes, timed_out: float | None
+) -> Result:
+    """The child's last JSON line, or why it gave none (``timed_out``: the
+    cap it was killed at)."""
+    lines = [
+        ln for ln in out.decode(errors="replace").splitlines() if ln.startswith("{")
+    ]
+    if proc.returncode == 0 and lines:
+        result: Result = json.loads(lines[-1])
+        return result
+    tail = err.decode(errors="replace").strip().splitlines()[-3:]
+    why = (
+        f"exit {proc.returncode}"
+        if timed_out is None
+        else f"timed out after {timed_out:.0f}s"
+    )
+    return {"failed": f"{why}: {' | '.join(tail)}"}
 
 
 def _kill_group(pgid: int) -> None:

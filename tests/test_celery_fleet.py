@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import re
 import signal
 import subprocess
@@ -36,6 +35,7 @@ from paramiko_proxyfix.redact import redact
 from tests.celery_app.support import ssh_env
 from tests.support import capped
 from tests.support.sshd import Sshd
+from tests.support.userpy import system_user
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -294,19 +294,7 @@ OTHER_USER = "proxyfix-other"
 def _other_uid() -> int | None:
     """A user that is not us (made as a system user if missing); None if we
     cannot give it a directory (not root)."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        return pwd.getpwnam(OTHER_USER).pw_uid
-    except KeyError:
-        subprocess.run(
-            ["useradd", "--system", "--no-create-home"]
-            + ["--shell", "/usr/sbin/nologin", OTHER_USER],
-            check=True,
-            timeout=30,
-            capture_output=True,
-        )
-        return pwd.getpwnam(OTHER_USER).pw_uid
+    return system_user(OTHER_USER) if os.geteuid() == 0 else None
 
 
 @pytest.fixture(scope="module")

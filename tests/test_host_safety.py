@@ -23,7 +23,12 @@ import pytest
 
 from tests.support import STUBBORN
 from tests.support.capped import CappedResult, proc_state, run_capped, wait_gone
-from tests.support.userpy import UserPython, UserPythonError, user_python
+from tests.support.userpy import (
+    UserPython,
+    UserPythonError,
+    system_user,
+    user_python,
+)
 
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(
@@ -563,15 +568,6 @@ FRESH_PIPES = textwrap.dedent(
 )
 
 
-def _ensure_user() -> None:
-    try:
-        pwd.getpwnam(USER)
-    except KeyError:
-        subprocess.run(
-            ["useradd", "--system", "--no-create-home", USER], check=True, timeout=30
-        )
-
-
 _SETPRIV = ["setpriv", f"--reuid={USER}", f"--regid={USER}", "--clear-groups"]
 
 
@@ -611,7 +607,7 @@ def test_busy_proxies_leave_the_user_normal_pipes() -> None:
     user's fs/pipe-user-pages-soft, every new pipe of the user gets 8 KiB;
     the kernel refuses growth past it, so grown pipes leave the user just
     under it, and a few more pipes anywhere tip it over)."""
-    _ensure_user()
+    system_user(USER)
     python = _user_python()
     holders: list[subprocess.Popen] = []
     try:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import shutil
 import subprocess
 import sys
@@ -33,7 +32,7 @@ import pytest
 from paramiko_proxyfix import gate, procfs
 from paramiko_proxyfix.cli import ps
 from tests.support import REPO_ROOT
-from tests.support.userpy import UserPythonError, user_python
+from tests.support.userpy import UserPythonError, system_user, user_python
 
 SLEEP = "import time; time.sleep(300)"
 USER = "pfxtest"  # the unprivileged user tests/test_host_safety.py uses too
@@ -396,12 +395,7 @@ def test_ps_kill_orphans_asks_then_terms_then_kills(ssh: str) -> None:
 def _user_python() -> tuple[str, dict[str, str]]:
     """A Python the unprivileged user can run that imports this package (a
     world-readable copy of ours: tests/support/userpy.py), and its env."""
-    try:
-        pwd.getpwnam(USER)
-    except KeyError:
-        subprocess.run(
-            ["useradd", "--system", "--no-create-home", USER], check=True, timeout=30
-        )
+    system_user(USER)
     try:
         found = user_python(tuple(SETPRIV))
     except UserPythonError as exc:

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-import pwd
 import stat
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from typing import Any
 import pytest
 
 from paramiko_proxyfix import fleet, rundir
+from tests.support.userpy import system_user
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -55,17 +54,7 @@ def other_uid() -> int:
     """A user that is not us, made as a system user if missing (root only)."""
     if os.geteuid() != 0:
         pytest.skip("needs root, to give a directory to another user")
-    try:
-        return pwd.getpwnam(OTHER_USER).pw_uid
-    except KeyError:
-        subprocess.run(
-            ["useradd", "--system", "--no-create-home"]
-            + ["--shell", "/usr/sbin/nologin", OTHER_USER],
-            check=True,
-            timeout=30,
-            capture_output=True,
-        )
-        return pwd.getpwnam(OTHER_USER).pw_uid
+    return system_user(OTHER_USER)
 
 
 def refused(create: bool = True) -> str:

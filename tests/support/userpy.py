@@ -42,6 +42,7 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import pwd
 import re
 import shutil
 import stat
@@ -348,6 +349,22 @@ def _readable_by_others(path: Path) -> bool:
 
 
 @functools.cache
+def system_user(name: str) -> int:
+    """The uid of the system user ``name``, made (no home, no login shell)
+    if missing; making one needs root."""
+    try:
+        return pwd.getpwnam(name).pw_uid
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home"]
+            + ["--shell", "/usr/sbin/nologin", name],
+            check=True,
+            timeout=30,
+            capture_output=True,
+        )
+        return pwd.getpwnam(name).pw_uid
+
+
 def user_python(as_user: tuple[str, ...]) -> UserPython:
     """Our Python and packages, runnable by the user ``as_user`` (a command
     prefix such as ``setpriv --reuid=...``) becomes; checked by running it so.
