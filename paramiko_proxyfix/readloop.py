@@ -84,14 +84,14 @@ def make_check_keepalive(
         # An idle connection comes here ten times a second: while the spawner
         # thread looks at every proxy each second (spawn.py), a running one
         # costs a look at its state, nothing more.
-        sock = getattr(self, "_Packetizer__socket", None)
         try:
-            extras = sock.__dict__[ATTR]
+            extras = self._Packetizer__socket.__dict__[ATTR]
         except (AttributeError, KeyError):
             extras = None
         if extras is not None and extras.child.state is RUNNING and spawn.watching:
             original(self)
             return
+        sock = getattr(self, "_Packetizer__socket", None)
         if isinstance(sock, ProxyCommand):
             if extras is not None and spawn.watching is False:
                 # No spawner thread looks (green threads): every CHECK_EVERY-th.

@@ -1,5 +1,4 @@
-# The fix as paramiko's own proxy.py (tools/make_patches.py writes it there,
-# install() puts it on an unpatched paramiko): paramiko's idiom, 79 columns.
+# paramiko's proxy.py with the fix, in its idiom (tools/make_patches.py).
 
 import os
 import select
@@ -23,6 +22,16 @@ from paramiko.util import ClosingContextManager
 from .ssh_exception import ProxyCommandClosed, ProxyCommandExited
 
 _SLICE = 0.25  # the longest wait: a close() in another thread is seen
+_pid = os.getpid()  # recv() on each idle tick compares: no system call
+
+
+def _after_fork():
+    global _pid
+    _pid = os.getpid()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork()
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 class ProxyCommand(ClosingContextManager):
@@ -62,7 +71,7 @@ class ProxyCommand(ClosingContextManager):
         self.cmd = shlex.split(command_line)
         self.process = self._spawn(self.cmd)
         self.timeout = None
-        self._pid = os.getpid()
+        self._pid = _pid
         self._closing = self._idle = False
         self._stderr = b""
         self._closer = self._reader = self._writer = None
@@ -137,7 +146,7 @@ class ProxyCommand(ClosingContextManager):
         :return: how many bytes the command's input took (at least one)
         :raises socket.timeout: if none fit in time (see `settimeout`)
         """
-        if os.getpid() != self._pid:
+        if _pid != self._pid:
             self._forked()
         self._write_lock.acquire()
         self._writer = threading.get_ident()
@@ -161,8 +170,7 @@ class ProxyCommand(ClosingContextManager):
             if self._closing:  # close() may have left the pipe to us
                 self._close(self.process.stdin)
             self._write_lock.release()
-        # There was a problem with the child process. It probably died: say
-        # how, once it has (reading its stderr, unless a reader is at it).
+        # It probably died: say how, with its stderr unless a reader has it.
         drain = self._read_lock.acquire(False)
         try:
             status = self._exited(drain)
@@ -186,7 +194,7 @@ class ProxyCommand(ClosingContextManager):
             output ended and the command exited with status 0 or runs on
         :raises socket.timeout: if none came in time (see `settimeout`)
         """
-        if os.getpid() != self._pid:
+        if _pid != self._pid:
             self._forked()
         self._read_lock.acquire()
         self._reader = threading.get_ident()
@@ -194,8 +202,7 @@ class ProxyCommand(ClosingContextManager):
             data = b""
             deadline = None
             while size > 0 and not self._closing:
-                # An idle Transport asks every 0.1s: after a timeout, wait
-                # first rather than try a read that would fail.
+                # After a timeout (an idle Transport's tick) wait, then read.
                 if not self._idle:
                     try:
                         data = self._read(size)
@@ -224,8 +231,7 @@ class ProxyCommand(ClosingContextManager):
         """Wait a slice of the time left, reading stderr; None once up."""
         now = time.monotonic()
         if deadline is None:
-            timeout = self.timeout
-            deadline = now + (1e9 if timeout is None else timeout)
+            deadline = now + (1e9 if self.timeout is None else self.timeout)
         left = deadline - now
         wait = _SLICE if left > _SLICE else left if left > 0 else 0
         if self._poll is not None:
@@ -283,15 +289,13 @@ class ProxyCommand(ClosingContextManager):
         still runs `close_timeout` seconds later; then reap it and close its
         pipes. Safe to repeat, and while other threads read or write.
         """
-        if os.getpid() != self._pid:
-            # A copy made by fork (see `.Transport.atfork`): the command is
-            # the parent's. Only drop this process's copies of the pipes.
+        if _pid != self._pid:
+            # A copy made by fork (`.Transport.atfork`): drop only its pipes.
             self._closing = True
             self._close(self.process.stdin, *self._read_pipes())
             return
         if not self._close_lock.acquire(False):
-            # Another close is under way: wait for it, unless this thread is
-            # running it (a signal handler interrupted it).
+            # Another close is under way: wait, unless this thread runs it.
             if self._closer != threading.get_ident():
                 self._done.wait(3 * self.close_timeout + 1)
             return
@@ -326,9 +330,8 @@ class ProxyCommand(ClosingContextManager):
 
     def _close_pipes(self, lock, holder, *pipes):
         # Closed under a thread that waits on them, they could be reused by
-        # another open() and read or written by mistake (#1715): so only once
-        # it has left. A thread that stays too long, or that this signal
-        # handler interrupted, closes them itself on its way out.
+        # another open() (#1715): so only once it has left. One that stays too
+        # long, or that this signal handler interrupted, closes them itself.
         mine = getattr(self, holder) == threading.get_ident()
         if not mine and lock.acquire(timeout=2 * _SLICE):
             self._close(*pipes)
