@@ -59,7 +59,8 @@ def test_shutdown_handler_closes_everything_inside_billiards_window() -> None:
     took = time.monotonic() - t0
     print(f"worker_process_shutdown with 3 proxies ignoring SIGTERM: {took:.3f} s")
     assert all(capped.proc_state(p.process.pid) is None for p in made)
-    assert took < 0.1, took
+    # 0.1 s on a quiet machine; a loaded one takes longer to kill and reap
+    assert took < 0.05 + max(0.05, 10 * capped.kill_and_reap_now(3)), took
 
 
 class _App:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import gc
 import json
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -50,18 +49,6 @@ def ready(p: ProxyCommand) -> ProxyCommand:
 
 def reaped(pid: int) -> bool:
     return capped.proc_state(pid) is None
-
-
-def kill_and_reap_now(n: int) -> float:
-    """Seconds to SIGKILL and reap ``n`` children right now: what a close
-    costs beyond its timeouts, on this machine at this moment."""
-    children = [subprocess.Popen(["sleep", "60"]) for _ in range(n)]
-    t0 = time.monotonic()
-    for child in children:
-        child.kill()
-    for child in children:
-        child.wait(30)
-    return time.monotonic() - t0
 
 
 def test_snapshot_describes_each_live_proxy(made: list) -> None:
@@ -137,7 +124,7 @@ def test_close_all_signals_every_proxy_before_waiting(made: list) -> None:
     assert all(p.process.stdout.closed for p in [*stubborn, polite])
     assert paramiko_proxyfix.proxies() == []
     # one by one would be 4 x 0.2 s at least
-    assert took < 0.4 + max(0.3, 10 * kill_and_reap_now(5)), took
+    assert took < 0.4 + max(0.3, 10 * capped.kill_and_reap_now(5)), took
     assert paramiko_proxyfix.close_all() == 0
 
 
@@ -150,7 +137,7 @@ def test_close_all_fits_a_hard_time_limit_window(made: list) -> None:
     print(f"close_all(timeout=0.05) of 3 proxies ignoring SIGTERM: {took:.3f} s")
     assert all(reaped(p.process.pid) for p in stubborn)
     # 0.1 s on a quiet machine; a loaded one takes longer to kill and reap
-    assert took < 0.05 + max(0.05, 10 * kill_and_reap_now(3)), took
+    assert took < 0.05 + max(0.05, 10 * capped.kill_and_reap_now(3)), took
 
 
 def test_close_idle_closes_only_the_idle_ones(made: list) -> None:

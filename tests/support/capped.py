@@ -49,6 +49,19 @@ class CappedResult:
     wall_seconds: float
 
 
+def kill_and_reap_now(n: int) -> float:
+    """Seconds to SIGKILL and reap ``n`` children right now: what a close
+    costs beyond its timeouts, on this machine at this moment (a reference
+    for time bounds that must hold on a loaded machine)."""
+    children = [subprocess.Popen(["sleep", "60"]) for _ in range(n)]
+    t0 = time.monotonic()
+    for child in children:
+        child.kill()
+    for child in children:
+        child.wait(30)
+    return time.monotonic() - t0
+
+
 def run_capped(
     code: str,
     timeout: float,
