@@ -4,20 +4,19 @@
   is touched; a failed check warns once and leaves paramiko alone.
 - A paramiko built from ``patches/`` carries the fix in its own ``proxy.py``:
   install() puts only the worker extras (hooks.py) on its override points.
-  An unpatched one gets the fix first (``upstream/proxy.py``); its public
-  methods look at each instance, so one made before install() keeps
-  upstream's behaviour. Either way ``Packetizer._check_keepalive`` is
-  wrapped (readloop.py), the limits become the fix's class attributes, and
-  paramiko's transport logger gets the quiet filter.
+  An unpatched one gets the fix first (``upstream/proxy.py``); an instance
+  made before install() keeps upstream's behaviour (pinning.py). Either way
+  ``Packetizer.__init__`` is wrapped (readloop.py), the limits become the
+  fix's class attributes, and paramiko's transport logger gets the quiet
+  filter (and ``util.tb_strings`` skips the traceback the filter drops).
 - The fix's exceptions go into ``paramiko.ssh_exception`` (and ``paramiko``)
   under their names, as a patched paramiko has them, so pickles and Celery
   results name one place in both kinds of process.
 - Originals are saved once (first save wins) and put back in reverse order;
   ``__init__`` is patched last and restored first, so no instance is made
   half-fixed. uninstall() moves each live instance the fix manages to a
-  subclass that keeps the fix's methods and properties: its pipes are
-  non-blocking and may hold read-ahead bytes, which upstream's methods would
-  mishandle. New instances are upstream's.
+  subclass that keeps the fix's methods and properties (pinning.py). New
+  instances are upstream's.
 """
 
 from __future__ import annotations
@@ -65,9 +64,10 @@ _MISSING = object()
 _saved: dict[tuple[Any, str], Any] = {}
 #: What install() put there, by the same keys.
 _put: dict[tuple[Any, str], Any] = {}
-_pinned_classes: dict[type, type] = {}
-#: The fix's own methods behind those that look at each instance.
+#: The fix's own functions, by name (an unpatched paramiko only).
 _fixed: dict[str, Any] = {}
+#: For PUBLIC names: methods that pick the fix's or upstream's per instance.
+_choosing: dict[str, Any] = {}
 
 
 def _version() -> tuple[int, ...]:
@@ -135,49 +135,16 @@ def unsupported_reason() -> str | None:
     return None
 
 
-def _dispatch(fixed: Any, original: Any) -> Any:
-    """Upstream's ``original`` for an instance made before install(), else
-    the fix's ``fixed`` (a function or a property)."""
-    from .extras import ATTR
-
-    if isinstance(fixed, property):
-        assert fixed.fget is not None and isinstance(original, property)
-        get_fixed, get_original = fixed.fget, original.fget
-        assert get_original is not None
-        return property(
-            lambda self: (get_fixed if ATTR in self.__dict__ else get_original)(self),
-            doc=original.__doc__,
-        )
-
-    # recv and send run per packet and on each idle tick: one argument each,
-    # no packing; a KeyError-free dict lookup decides.
-    def method(self: Any, *args: Any) -> Any:
-        if ATTR in self.__dict__:
-            return fixed(self, *args)
-        return original(self, *args)
-
-    def one(self: Any, arg: Any) -> Any:
-        return (fixed if ATTR in self.__dict__ else original)(self, arg)
-
-    if fixed.__code__.co_argcount == 2 and not fixed.__defaults__:
-        method = one
-    method.__name__ = fixed.__name__
-    method.__qualname__ = original.__qualname__
-    method.__doc__ = fixed.__doc__
-    method.__wrapped__ = fixed  # type: ignore[attr-defined]
-    return method
-
-
 def _plan() -> list[tuple[Any, str, Any]]:
     """(object, name, new value) for everything install() sets, in order."""
     import paramiko
-    from paramiko import ssh_exception
+    from paramiko import ssh_exception, util
     from paramiko.packet import Packetizer
     from paramiko.proxy import ProxyCommand
 
-    from . import hooks
+    from . import hooks, logs, pinning
     from .extras import ATTR
-    from .readloop import make_check_keepalive
+    from .readloop import make_packetizer_init
 
     own = vars(ProxyCommand)
     built_in = is_built_in()
@@ -194,8 +161,9 @@ def _plan() -> list[tuple[Any, str, Any]]:
             if name in skip or name == "__init__" or name in hooks.EXTRAS:
                 continue
             _fixed[name] = value
-            new = _dispatch(value, own[name]) if name in PUBLIC else value
-            plan.append((ProxyCommand, name, new))
+            if name in PUBLIC:  # the class gets the fix's own once settled
+                value = _choosing[name] = pinning.choosing(value, own[name])
+            plan.append((ProxyCommand, name, value))
         for name in EXCEPTIONS:
             cls = getattr(ours, name)
             plan += [
@@ -210,21 +178,16 @@ def _plan() -> list[tuple[Any, str, Any]]:
 
     def uses_fixed_recv(sock: Any) -> bool:
         recv = getattr(type(sock), "recv", None)
-        if built_in:
-            return recv is fixed_recv
+        if recv is fixed_recv:
+            return True
         return (
             getattr(recv, "__wrapped__", None) is fixed_recv and ATTR in sock.__dict__
         )
 
-    keepalive = vars(Packetizer)["_check_keepalive"]
-    plan.insert(
-        0,
-        (
-            Packetizer,
-            "_check_keepalive",
-            make_check_keepalive(keepalive, uses_fixed_recv),
-        ),
-    )
+    init = make_packetizer_init(vars(Packetizer)["__init__"], uses_fixed_recv)
+    plan.insert(0, (Packetizer, "__init__", init))
+    tb = logs.unformatted_when_dropped(vars(util)["tb_strings"])
+    plan.insert(1, (util, "tb_strings", tb))
     if not built_in:
         plan.append((ProxyCommand, "__init__", fix["__init__"]))
     return plan
@@ -261,6 +224,17 @@ def install(*, warn: bool = True, _stacklevel: int = 2) -> bool:
         for obj, name, new in plan:
             setattr(obj, name, new)
             _put[(obj, name)] = new
+        if not is_built_in():
+            # __init__ is the fix's: move the instances made before it, then
+            # give the class the fix's methods themselves (pinning.py).
+            from paramiko.proxy import ProxyCommand
+
+            from . import pinning
+
+            if pinning.pin_early(ProxyCommand, _choosing):
+                for name in PUBLIC:
+                    setattr(ProxyCommand, name, _fixed[name])
+                    _put[(ProxyCommand, name)] = _fixed[name]
         logs.quiet_transport(True)
         lifecycle.register()
         return True
@@ -287,15 +261,24 @@ def uninstall() -> bool:
     with _lock:
         if not _saved:
             return False
-        from . import logs, registry
+        from paramiko.proxy import ProxyCommand
+
+        from . import logs, pinning, registry
 
         items = list(_saved.items())
+        built_in = is_built_in()
+        put = {n: v for (obj, n), v in _put.items() if obj is ProxyCommand}
+        if not built_in:  # each instance picks its methods, until moved
+            for name in PUBLIC:
+                setattr(ProxyCommand, name, _choosing[name])
         for (obj, name), original in items:
             if name == "__init__":
                 _restore(obj, name, original)
         # __init__ is back: no new fixed instance can appear from here on.
+        if not built_in:
+            pinning.unpin_early()
         for proxy in registry.live():
-            proxy.__class__ = _pinned(type(proxy))
+            proxy.__class__ = pinning.keeping_fix(type(proxy), ProxyCommand, put)
         for (obj, name), original in reversed(items):
             if name != "__init__":
                 _restore(obj, name, original)
@@ -303,24 +286,6 @@ def uninstall() -> bool:
         _put.clear()
         logs.quiet_transport(False)
         return True
-
-
-def _pinned(cls: type) -> type:
-    """A subclass of ``cls`` that keeps what install() put on ProxyCommand."""
-    if cls in _pinned_classes.values():
-        return cls
-    if cls not in _pinned_classes:
-        from paramiko.proxy import ProxyCommand
-
-        keep = {
-            name: _fixed.get(name, new)
-            for (obj, name), new in _put.items()
-            if obj is ProxyCommand and getattr(cls, name, _MISSING) is new
-        }
-        keep["__module__"] = cls.__module__
-        keep["__qualname__"] = cls.__qualname__
-        _pinned_classes[cls] = type(cls.__name__, (cls,), keep)
-    return _pinned_classes[cls]
 
 
 def _restore(obj: Any, name: str, original: Any) -> None:

@@ -7,7 +7,7 @@ it, and keeps its own beside it, under one attribute (:data:`ATTR`).
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
 from .child import ProxyChild
 from .readahead import ReadAhead
@@ -32,6 +32,8 @@ class Extras:
         self.closed = False
         #: Idle ticks since the read-loop hook last asked whether it ended.
         self.ticks = 0
+        #: Puts the exit check on its connection's read loop (readloop.py).
+        self.arm: Callable[[], None] | None = None
 
 
 def extras_of(proxy: Any) -> Extras | None:

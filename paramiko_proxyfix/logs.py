@@ -14,11 +14,19 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Callable
 
 from .redact import printable, redact
 from .upstream.ssh_exception import ProxyCommandExited
 
-__all__ = ["QuietProxyEnd", "describe", "log", "note_end", "quiet_transport"]
+__all__ = [
+    "QuietProxyEnd",
+    "describe",
+    "log",
+    "note_end",
+    "quiet_transport",
+    "unformatted_when_dropped",
+]
 
 log = logging.getLogger("paramiko_proxyfix")
 
@@ -53,6 +61,23 @@ class QuietProxyEnd(logging.Filter):
 
 
 _filter = QuietProxyEnd()
+
+
+def unformatted_when_dropped(
+    original: Callable[[], list[str]],
+) -> Callable[[], list[str]]:
+    """Wrap ``paramiko.util.tb_strings``: the traceback the transport logs
+    after a proxy end that the filter drops is not formatted at all (that
+    took half of the time from a proxy's death to the transport's end)."""
+
+    def tb_strings() -> list[str]:
+        if getattr(_local, "swallowing", False):
+            return []
+        return original()
+
+    tb_strings.__wrapped__ = original  # type: ignore[attr-defined]
+    tb_strings.__doc__ = original.__doc__
+    return tb_strings
 
 
 def quiet_transport(on: bool) -> None:

@@ -1,12 +1,15 @@
 """The hook on paramiko's packet read loop: for proxies whose end recv() cannot see.
 
 ``Packetizer.read_all`` calls ``_check_keepalive`` each time its socket's
-``recv`` times out (ten times a second on an idle connection). The spawner
-thread looks at every live proxy once a second (``registry.look_all``); once
-it has seen one ended (or on every CHECK_EVERY-th call where no spawner
-thread looks, under gevent or eventlet), the replacement asks whether the
-proxy ended although its output did not (a process it started still holds
-the pipe), and ends the loop:
+``recv`` times out (ten times a second on an idle connection). An idle tick
+should cost what upstream's does, so the look is put on the Packetizer of a
+ProxyCommand itself, and only when needed: at once for a proxy the spawner
+thread does not watch (no spawner under gevent or eventlet: then every
+CHECK_EVERY-th tick looks; or one the fix did not start), else once the
+spawner thread, which looks at every live proxy each second
+(``registry.look_all``), has seen it ended. The look asks whether the proxy
+ended although its output did not (a process it started still holds the
+pipe), and ends the loop:
 
 - a proxy that failed (non-zero status, or killed) ends the connection with
   its ``ProxyCommandExited``; one that exited 0 does not, because a launcher
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import select
 import time
+import weakref
 from typing import Any, Callable
 
 from paramiko.proxy import ProxyCommand
@@ -30,10 +34,10 @@ from . import spawn
 from ._patch import is_built_in as built_in
 from .child import RUNNING
 from .errors import ProxyCommandExited
-from .extras import ATTR, extras_of
+from .extras import extras_of
 from .logs import log
 
-__all__ = ["CHECK_EVERY", "make_check_keepalive"]
+__all__ = ["CHECK_EVERY", "make_packetizer_init"]
 
 #: Idle ticks (0.1 s each) between two looks at one proxy's status.
 CHECK_EVERY = 10
@@ -75,39 +79,70 @@ def check_ended(sock: Any, own_recv: bool) -> None:
     raise ProxyCommandExited(" ".join(sock.cmd), code, "")
 
 
-def make_check_keepalive(
-    original: Callable[[Any], None], uses_fixed_recv: Callable[[Any], bool]
-) -> Callable[[Any], None]:
-    """Wrap upstream's ``Packetizer._check_keepalive`` (saved by the caller)."""
+def _looker(
+    ref: weakref.ReferenceType[Any], own_recv: Callable[[Any], bool]
+) -> Callable[[], None]:
+    """What a Packetizer's ``_check_keepalive`` becomes, on the instance (it
+    holds no strong reference: no cycle keeps a dropped connection alive)."""
 
-    def _check_keepalive(self: Any) -> None:
-        # An idle connection comes here ten times a second: while the spawner
-        # thread looks at every proxy each second (spawn.py), a running one
-        # costs a look at its state, nothing more.
-        try:
-            extras = self._Packetizer__socket.__dict__[ATTR]
-        except (AttributeError, KeyError):
-            extras = None
-        if extras is not None and extras.child.state is RUNNING and spawn.watching:
-            original(self)
+    def _check_keepalive() -> None:
+        packetizer = ref()
+        if packetizer is None:
             return
-        sock = getattr(self, "_Packetizer__socket", None)
-        if isinstance(sock, ProxyCommand):
-            if extras is not None and spawn.watching is False:
-                # No spawner thread looks (green threads): every CHECK_EVERY-th.
-                extras.ticks += 1
-                if extras.ticks < CHECK_EVERY:
-                    original(self)
-                    return
+        sock = packetizer._Packetizer__socket
+        extras = extras_of(sock)
+        if extras is not None and not spawn.watching:
+            # No spawner thread looks (green threads): every CHECK_EVERY-th.
+            extras.ticks += 1
+            if extras.ticks >= CHECK_EVERY:
                 extras.ticks = 0
                 extras.io.idle(time.monotonic())
-            try:
-                check_ended(sock, uses_fixed_recv(sock))
-            except EOFError:
-                raise  # ProxyCommandExited is one too
-            except Exception:
-                log.debug("exit check of a proxy failed", exc_info=True)
-        original(self)
+                _check(sock, own_recv)
+        elif extras is None or extras.child.state is not RUNNING:
+            _check(sock, own_recv)
+        type(packetizer)._check_keepalive(packetizer)
 
-    _check_keepalive.__wrapped__ = original  # type: ignore[attr-defined]
     return _check_keepalive
+
+
+def _check(sock: Any, own_recv: Callable[[Any], bool]) -> None:
+    try:
+        check_ended(sock, own_recv(sock))
+    except EOFError:
+        raise  # ProxyCommandExited is one too
+    except Exception:
+        log.debug("exit check of a proxy failed", exc_info=True)
+
+
+def _attach(packetizer: Any, sock: Any, own_recv: Callable[[Any], bool]) -> None:
+    ref = weakref.ref(packetizer)
+    look = _looker(ref, own_recv)
+
+    def arm() -> None:
+        live = ref()
+        if live is not None:
+            live.__dict__["_check_keepalive"] = look
+
+    extras = extras_of(sock)
+    if extras is None or not spawn.watching:
+        arm()  # looks on its idle ticks from the start
+    else:
+        extras.arm = arm  # once the spawner thread sees the proxy ended
+
+
+def make_packetizer_init(
+    original: Callable[..., None], uses_fixed_recv: Callable[[Any], bool]
+) -> Callable[..., None]:
+    """Wrap upstream's ``Packetizer.__init__`` (saved by the caller)."""
+
+    def __init__(self: Any, socket: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, socket, *args, **kwargs)
+        if isinstance(socket, ProxyCommand):
+            try:
+                _attach(self, socket, uses_fixed_recv)
+            except Exception:  # a connection without the look, never none
+                log.debug("attaching the exit check failed", exc_info=True)
+
+    __init__.__wrapped__ = original  # type: ignore[attr-defined]
+    __init__.__doc__ = original.__doc__
+    return __init__

@@ -22,6 +22,7 @@ import time
 import weakref
 from typing import Any, Callable
 
+from .child import RUNNING
 from .config import check_idle, current, env_idle_timeout
 from .extras import Extras, extras_of
 from .logs import log
@@ -30,6 +31,7 @@ from .redact import redact
 __all__ = [
     "add",
     "add_listener",
+    "arm_all",
     "close_all",
     "close_idle",
     "discard",
@@ -117,8 +119,8 @@ def has_live() -> bool:
 def look_all() -> None:
     """Look once at every live proxy: each that ended is then seen ended (not
     reaped), and a grown pipe of an idle one shrinks back. The spawner thread
-    does it every WATCH_EVERY seconds, so the read loop's hook only has to
-    read a state (readloop.py)."""
+    does it every WATCH_EVERY seconds; the read loop of one seen ended
+    looks from then on (readloop.py)."""
     found = [x for x in map(extras_of, live()) if x is not None]
     now = time.monotonic()
     for x in found:
@@ -135,6 +137,18 @@ def look_all() -> None:
         proxies = [c for c in proxies if c.pidfd in ended]
     for child in proxies:
         child.poll()
+    for x in found:
+        if x.arm is not None and x.child.state is not RUNNING:
+            x.arm()  # its read loop looks from now on (readloop.py)
+            x.arm = None
+
+
+def arm_all() -> None:
+    """No spawner thread looks any more: every read loop looks for itself."""
+    for x in map(extras_of, live()):
+        if x is not None and x.arm is not None:
+            x.arm()
+            x.arm = None
 
 
 def stats() -> dict[str, int]:

@@ -219,6 +219,10 @@ class _Spawner:
                     _look_all()
         finally:
             watching = False
+            try:  # the read loops look for themselves from now on
+                registry.arm_all()
+            except Exception:
+                log.debug("arming the read loops failed", exc_info=True)
 
     def _retire(self) -> Callable[[], None] | None:
         """End if nothing needs this thread; else the next job (or a no-op)."""

@@ -25,7 +25,7 @@ def touched() -> list[object]:
     """Everything install() may change: the classes, the modules, the fix's
     exception classes."""
     import paramiko
-    from paramiko import ssh_exception
+    from paramiko import ssh_exception, util
 
     from paramiko_proxyfix.upstream import ssh_exception as fix_exceptions
 
@@ -34,6 +34,7 @@ def touched() -> list[object]:
         Packetizer,
         paramiko,
         ssh_exception,
+        util,
         fix_exceptions.ProxyCommandExited,
         fix_exceptions.ProxyCommandClosed,
     ]
@@ -78,7 +79,7 @@ def restore_install():
 
 def test_import_installed_the_fix() -> None:
     assert paramiko_proxyfix.is_installed()
-    assert vars(ProxyCommand)["recv"].__wrapped__ is vars(fix.ProxyCommand)["recv"]
+    assert vars(ProxyCommand)["recv"] is vars(fix.ProxyCommand)["recv"]
     assert vars(ProxyCommand)["_spawn"] is hooks.EXTRAS["_spawn"]
 
 
@@ -96,7 +97,7 @@ def test_identity_before_during_after(restore_install: None) -> None:
     # exceptions (and where pickles find them): nothing else.
     fix_names = set(vars(fix.ProxyCommand)) - {"__module__", "__qualname__", "__doc__"}
     fix_names -= {"__dict__", "__weakref__"}
-    expected = fix_names | set(hooks.EXTRAS) | {"_check_keepalive"}
+    expected = fix_names | set(hooks.EXTRAS) | {"tb_strings"}  # and Packetizer's __init__
     expected |= {"ProxyCommandExited", "ProxyCommandClosed", "__module__"}
     assert changed == expected, changed ^ expected
     for name in hooks.EXTRAS:
@@ -105,8 +106,9 @@ def test_identity_before_during_after(restore_install: None) -> None:
     assert ssh_exception.ProxyCommandExited is paramiko_proxyfix.ProxyCommandExited
     assert paramiko.ProxyCommandClosed is paramiko_proxyfix.ProxyCommandClosed
     assert paramiko_proxyfix.ProxyCommandExited.__module__ == "paramiko.ssh_exception"
-    keepalive = vars(Packetizer)["_check_keepalive"]
-    assert keepalive.__wrapped__ is before[(1, "_check_keepalive")]
+    assert vars(Packetizer)["__init__"].__wrapped__ is before[(1, "__init__")]
+    for name in ("recv", "send", "close", "closed"):  # no look at each call
+        assert vars(ProxyCommand)[name] is vars(fix.ProxyCommand)[name], name
     assert paramiko_proxyfix.uninstall() is True
     assert changes(before, snapshot()) == set()
     assert not hasattr(ssh_exception, "ProxyCommandExited")
@@ -144,7 +146,7 @@ def test_concurrent_install_uninstall_stays_consistent(restore_install: None) ->
     paramiko_proxyfix.uninstall()
     assert changes(before, snapshot()) == set()
     paramiko_proxyfix.install()
-    assert vars(ProxyCommand)["recv"].__wrapped__ is vars(fix.ProxyCommand)["recv"]
+    assert vars(ProxyCommand)["recv"] is vars(fix.ProxyCommand)["recv"]
 
 
 def test_disable_env_makes_import_a_no_op() -> None:
@@ -225,6 +227,78 @@ def test_instance_created_before_install_keeps_upstream_behaviour() -> None:
         assert not early.process.stdout.closed  # upstream leaves the pipes
         late.close()
         assert late.process.returncode is not None and late.process.stdout.closed
+        print("ok")
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert "ok" in result.stdout
+
+
+def test_instances_made_before_install_are_moved_and_given_back() -> None:
+    """install() moves an instance made before it to a subclass of its class
+    that picks upstream's methods for it, so that ProxyCommand itself can
+    hold the fix's with no per-call look; uninstall() gives it back."""
+    result = run_python(
+        """
+        import paramiko
+        import paramiko_proxyfix
+        from paramiko.proxy import ProxyCommand
+        from paramiko_proxyfix.upstream import proxy as fix
+        paramiko_proxyfix.uninstall()
+        class Quiet(ProxyCommand):
+            pass
+        early, quiet = ProxyCommand("cat"), Quiet("cat")
+        paramiko_proxyfix.install()
+        for p, cls in ((early, ProxyCommand), (quiet, Quiet)):
+            assert type(p) is not cls and type(p).__bases__ == (cls,)
+            assert type(p).__name__ == cls.__name__ and isinstance(p, cls)
+            p.settimeout(5)
+            assert p.send(b"ping") == 4 and p.recv(4) == b"ping"
+        for name in ("recv", "send", "close", "closed", "settimeout"):
+            assert vars(ProxyCommand)[name] is vars(fix.ProxyCommand)[name]
+        late = ProxyCommand("cat")
+        assert type(late) is ProxyCommand
+        paramiko_proxyfix.uninstall()
+        assert type(early) is ProxyCommand and type(quiet) is Quiet
+        assert type(late) is not ProxyCommand  # keeps the fix (its state)
+        for p in (early, quiet, late):
+            assert p.send(b"pong") == 4 and p.recv(4) == b"pong"
+            p.close()
+        print("ok")
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert "ok" in result.stdout
+
+
+def test_an_early_subclass_that_calls_super_keeps_working() -> None:
+    """A subclass instance made before install() whose own recv calls
+    ProxyCommand's reaches the class itself: it keeps methods that pick per
+    instance, and both kinds of instance work."""
+    result = run_python(
+        """
+        import paramiko
+        import paramiko_proxyfix
+        from paramiko.proxy import ProxyCommand
+        from paramiko_proxyfix.upstream import proxy as fix
+        paramiko_proxyfix.uninstall()
+        class Counting(ProxyCommand):
+            calls = 0
+            def recv(self, size):
+                Counting.calls += 1
+                return super().recv(size)
+        early = Counting("cat")
+        paramiko_proxyfix.install()
+        recv = vars(ProxyCommand)["recv"]
+        assert recv is not vars(fix.ProxyCommand)["recv"]
+        assert recv.__wrapped__ is vars(fix.ProxyCommand)["recv"]
+        late = Counting("cat")
+        for p in (early, late):
+            p.settimeout(5)
+            assert p.send(b"ping") == 4 and p.recv(4) == b"ping"
+            p.close()
+        assert Counting.calls == 2
+        assert "_proxyfix" not in vars(early) and "_proxyfix" in vars(late)
         print("ok")
         """
     )

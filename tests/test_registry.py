@@ -300,6 +300,55 @@ def test_without_a_spawner_the_hook_looks_every_tenth_idle_tick(
     assert ended.value.returncode == 5
 
 
+
+def test_the_read_loop_looks_only_once_the_spawner_saw_its_proxy_end(
+    made: list,
+) -> None:
+    # An idle tick costs what upstream's does: the look goes on a Packetizer
+    # of a proxy the spawner watches only once it has seen the proxy end.
+    p = start(made, "sh -c 'echo ready; exec cat'")
+    ready(p)
+    packetizer = Packetizer(p)
+    assert "_check_keepalive" not in vars(packetizer)
+    packetizer._check_keepalive()  # upstream's: nothing to look at
+    extras = extras_of(p)
+    assert extras is not None and extras.arm is not None
+    p._signal(9)  # ended by a signal: a failure recv() would report too
+    assert wait_until(lambda: extras.child.state is not RUNNING, 10)
+    registry.look_all()
+    assert "_check_keepalive" in vars(packetizer) and extras.arm is None
+    with pytest.raises(paramiko_proxyfix.ProxyCommandExited) as ended:
+        packetizer._check_keepalive()
+    assert ended.value.returncode == -9
+
+
+def test_a_packetizer_of_a_plain_socket_gets_no_look() -> None:
+    import socket
+
+    a, b = socket.socketpair()
+    with a, b:
+        assert "_check_keepalive" not in vars(Packetizer(a))
+
+
+def test_the_look_keeps_no_dropped_connection_alive(made: list) -> None:
+    import weakref
+
+    p = start(made)
+    packetizer = Packetizer(p)
+    extras = extras_of(p)
+    assert extras is not None and extras.arm is not None
+    extras.arm()  # as the spawner does for a proxy it saw end
+    assert "_check_keepalive" in vars(packetizer)
+    gone = weakref.ref(packetizer)
+    gc.disable()
+    try:
+        del packetizer
+        assert gone() is None  # freed at once: no reference cycle
+        extras.arm()  # and arming after that is harmless
+    finally:
+        gc.enable()
+
+
 FORKED_SPAWNER = """
 import json, os, sys
 import paramiko, paramiko_proxyfix

@@ -125,3 +125,24 @@ def test_quiet_transport_adds_the_filter_once() -> None:
         assert logs._filter not in logger.filters
     finally:
         logs.quiet_transport(was_on)
+
+
+def test_a_traceback_the_filter_drops_is_not_formatted() -> None:
+    # paramiko's transport logs util.tb_strings() after the ERROR line: once
+    # the filter swallows that line's traceback, formatting it is skipped.
+    import paramiko.util
+
+    def formatted() -> list[str]:
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            return paramiko.util.tb_strings()  # type: ignore[no-any-return]
+
+    assert any("ValueError: boom" in line for line in formatted())
+    note_end(7, ["ssh", "b"], 255, True, "")
+    f = QuietProxyEnd()
+    assert f.filter(record(logging.ERROR, 'Exception (client): ProxyCommand("ssh b") x'))
+    assert formatted() == []
+    assert not f.filter(record(logging.ERROR, "Traceback (most recent call last):"))
+    f.filter(record(logging.DEBUG, "EOF in transport thread"))
+    assert any("ValueError: boom" in line for line in formatted())
