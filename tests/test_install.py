@@ -97,7 +97,8 @@ def test_identity_before_during_after(restore_install: None) -> None:
     # exceptions (and where pickles find them): nothing else.
     fix_names = set(vars(fix.ProxyCommand)) - {"__module__", "__qualname__", "__doc__"}
     fix_names -= {"__dict__", "__weakref__"}
-    expected = fix_names | set(hooks.EXTRAS) | {"tb_strings"}  # and Packetizer's __init__
+    # Packetizer's __init__ among the extras' names; paramiko.util's tb_strings.
+    expected = fix_names | set(hooks.EXTRAS) | {"tb_strings"}
     expected |= {"ProxyCommandExited", "ProxyCommandClosed", "__module__"}
     assert changed == expected, changed ^ expected
     for name in hooks.EXTRAS:

@@ -300,7 +300,6 @@ def test_without_a_spawner_the_hook_looks_every_tenth_idle_tick(
     assert ended.value.returncode == 5
 
 
-
 def test_the_read_loop_looks_only_once_the_spawner_saw_its_proxy_end(
     made: list,
 ) -> None:

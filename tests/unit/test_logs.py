@@ -141,7 +141,8 @@ def test_a_traceback_the_filter_drops_is_not_formatted() -> None:
     assert any("ValueError: boom" in line for line in formatted())
     note_end(7, ["ssh", "b"], 255, True, "")
     f = QuietProxyEnd()
-    assert f.filter(record(logging.ERROR, 'Exception (client): ProxyCommand("ssh b") x'))
+    first = 'Exception (client): ProxyCommand("ssh b") x'
+    assert f.filter(record(logging.ERROR, first))
     assert formatted() == []
     assert not f.filter(record(logging.ERROR, "Traceback (most recent call last):"))
     f.filter(record(logging.DEBUG, "EOF in transport thread"))
