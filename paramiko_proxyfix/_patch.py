@@ -278,7 +278,14 @@ def uninstall() -> bool:
         if not built_in:
             pinning.unpin_early()
         for proxy in registry.live():
-            proxy.__class__ = pinning.keeping_fix(type(proxy), ProxyCommand, put)
+            try:
+                proxy.__class__ = pinning.keeping_fix(type(proxy), ProxyCommand, put)
+            except Exception:  # a class that cannot be subclassed
+                log.warning(
+                    "uninstall(): an open %s cannot keep the fix's methods; "
+                    "close it first",
+                    type(proxy).__qualname__,
+                )
         for (obj, name), original in reversed(items):
             if name != "__init__":
                 _restore(obj, name, original)

@@ -99,17 +99,21 @@ def pin_early(base: type, methods: dict[str, Any]) -> bool:
             continue
         names = _inherited(cls, base, methods)
         alone = alone and len(names) == len(methods)
-        if cls not in _choosing:
-            _choosing[cls] = _subclass(cls, {n: methods[n] for n in names})
+        try:
+            if cls not in _choosing:
+                _choosing[cls] = _subclass(cls, {n: methods[n] for n in names})
+            obj.__class__ = _choosing[cls]
+        except Exception:  # an odd metaclass, say: base keeps ``methods``
+            alone = False
+            continue
         _early[obj] = cls
-        obj.__class__ = _choosing[cls]
     return alone
 
 
 def unpin_early() -> None:
     """Give the instances pin_early() moved their own classes back."""
     for obj, cls in list(_early.items()):
-        obj.__class__ = cls
+        obj.__class__ = cls  # the move install() made, back
     _early.clear()
 
 

@@ -89,29 +89,29 @@ def _looker(
         packetizer = ref()
         if packetizer is None:
             return
-        sock = packetizer._Packetizer__socket
-        extras = extras_of(sock)
-        if extras is not None and not spawn.watching:
-            # No spawner thread looks (green threads): every CHECK_EVERY-th.
-            extras.ticks += 1
-            if extras.ticks >= CHECK_EVERY:
-                extras.ticks = 0
-                extras.io.idle(time.monotonic())
-                _check(sock, own_recv)
-        elif extras is None or extras.child.state is not RUNNING:
-            _check(sock, own_recv)
+        try:
+            _look(packetizer._Packetizer__socket, own_recv)
+        except EOFError:
+            raise  # ProxyCommandExited is one too
+        except Exception:
+            log.debug("exit check of a proxy failed", exc_info=True)
         type(packetizer)._check_keepalive(packetizer)
 
     return _check_keepalive
 
 
-def _check(sock: Any, own_recv: Callable[[Any], bool]) -> None:
-    try:
-        check_ended(sock, own_recv(sock))
-    except EOFError:
-        raise  # ProxyCommandExited is one too
-    except Exception:
-        log.debug("exit check of a proxy failed", exc_info=True)
+def _look(sock: Any, own_recv: Callable[[Any], bool]) -> None:
+    extras = extras_of(sock)
+    if extras is not None and not spawn.watching:
+        # No spawner thread looks (green threads): every CHECK_EVERY-th.
+        extras.ticks += 1
+        if extras.ticks < CHECK_EVERY:
+            return
+        extras.ticks = 0
+        extras.io.idle(time.monotonic())
+    elif extras is not None and extras.child.state is RUNNING:
+        return
+    check_ended(sock, own_recv(sock))
 
 
 def _attach(packetizer: Any, sock: Any, own_recv: Callable[[Any], bool]) -> None:

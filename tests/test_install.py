@@ -325,3 +325,41 @@ def test_an_early_subclass_that_calls_super_keeps_working() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "ok" in result.stdout
+
+
+def test_an_early_instance_that_cannot_be_moved_keeps_working() -> None:
+    """A class install() cannot subclass (a metaclass that wants arguments):
+    its early instance stays as it is, and ProxyCommand keeps methods that
+    pick per instance, so both kinds still work; install() never fails."""
+    result = run_python(
+        """
+        import logging
+        import paramiko
+        import paramiko_proxyfix
+        from paramiko.proxy import ProxyCommand
+        from paramiko_proxyfix.upstream import proxy as fix
+        paramiko_proxyfix.uninstall()
+        class Meta(type):
+            def __new__(mcs, name, bases, ns, *, flavour):
+                return super().__new__(mcs, name, bases, ns)
+        class Odd(ProxyCommand, metaclass=Meta, flavour="plain"):
+            pass
+        early = Odd("cat")
+        assert paramiko_proxyfix.install() is True
+        assert type(early) is Odd
+        assert vars(ProxyCommand)["recv"].__wrapped__ is vars(fix.ProxyCommand)["recv"]
+        late = Odd("cat")
+        for p in (early, late):
+            p.settimeout(5)
+            assert p.send(b"ping") == 4 and p.recv(4) == b"ping"
+        assert "_proxyfix" not in vars(early) and "_proxyfix" in vars(late)
+        logging.basicConfig()
+        assert paramiko_proxyfix.uninstall() is True  # said, never raised
+        late.close()
+        early.close()
+        print("ok")
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert "ok" in result.stdout
+    assert "an open Odd cannot keep the fix's methods" in result.stderr
