@@ -31,8 +31,9 @@ __all__ = ["choosing", "keeping_fix", "pin_early", "unpin_early"]
 _keeping: dict[type, type] = {}
 #: Subclasses that pick per instance (install), by the class they extend.
 _choosing: dict[type, type] = {}
-#: Instances install() moved, and the class each had.
-_early: weakref.WeakKeyDictionary[Any, type] = weakref.WeakKeyDictionary()
+#: Instances install() moved, and the class each had (by reference, not
+#: by hash: a subclass may define __eq__).
+_early: list[tuple[weakref.ReferenceType[Any], type]] = []
 
 
 def choosing(fixed: Any, original: Any) -> Any:
@@ -102,18 +103,19 @@ def pin_early(base: type, methods: dict[str, Any]) -> bool:
         try:
             if cls not in _choosing:
                 _choosing[cls] = _subclass(cls, {n: methods[n] for n in names})
+            _early.append((weakref.ref(obj), cls))
             obj.__class__ = _choosing[cls]
         except Exception:  # an odd metaclass, say: base keeps ``methods``
             alone = False
-            continue
-        _early[obj] = cls
     return alone
 
 
 def unpin_early() -> None:
     """Give the instances pin_early() moved their own classes back."""
-    for obj, cls in list(_early.items()):
-        obj.__class__ = cls  # the move install() made, back
+    for ref, cls in _early:
+        obj = ref()
+        if obj is not None and type(obj) is _choosing.get(cls):
+            obj.__class__ = cls  # the move install() made, back
     _early.clear()
 
 
