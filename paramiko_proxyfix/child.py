@@ -140,14 +140,16 @@ class ProxyChild:
         with self._lock:
             if self.state not in (RUNNING, ENDED):
                 return
+            proof = (self.pid, self.pidfd, sig)
+            ended = self.state == ENDED
             if self.own_group:
-                gate.signal_child(self.pid, self.pidfd, sig, True, self.start_ticks)
+                gate.signal_child(*proof, True, self.start_ticks, ended)
                 return
             # Pinned before the proxy is signalled: once it is gone they are
             # no longer its children, and nothing proves they were.
             pins = self._descendants()
             try:
-                gate.signal_child(self.pid, self.pidfd, sig, False, self.start_ticks)
+                gate.signal_child(*proof, False, self.start_ticks, ended)
                 for p in pins:
                     p.send(sig)
             finally:

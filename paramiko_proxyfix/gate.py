@@ -60,20 +60,22 @@ def open_pidfd(pid: int) -> int | None:
         return None
 
 
-def unreaped(pid: int, pidfd: int | None) -> bool:
+def unreaped(pid: int, pidfd: int | None, ended: bool = False) -> bool:
     """Whether our child ``pid`` still holds its number: it runs, or it is a
-    zombie only we may collect. Asked afresh each time."""
+    zombie only we may collect. Asked afresh each time. ``ended``: it was seen
+    ended, so without a pidfd only its zombie proves it (a child of ours that
+    runs under that number is a later one, whatever its start time)."""
     if not _HAVE_WAITID:
         return False  # cannot tell without reaping: treat "not sure" as no
     flags = os.WEXITED | os.WNOHANG | os.WNOWAIT
     try:
         if pidfd is not None and _P_PIDFD is not None:
             os.waitid(_P_PIDFD, pidfd, flags)
-        else:
-            os.waitid(os.P_PID, pid, flags)
+            return True  # the pidfd names this process and no other
+        info = os.waitid(os.P_PID, pid, flags)
     except ChildProcessError:
         return False  # reaped, by someone else or by us
-    return True
+    return not ended or (info is not None and info.si_pid == pid)
 
 
 def _group_through(pidfd: int) -> bool:
@@ -90,12 +92,18 @@ def _group_through(pidfd: int) -> bool:
 
 
 def signal_child(
-    pid: int, pidfd: int | None, sig: int, group: bool, start_ticks: int | None
+    pid: int,
+    pidfd: int | None,
+    sig: int,
+    group: bool,
+    start_ticks: int | None,
+    ended: bool = False,
 ) -> None:
     """Send ``sig`` to our child ``pid``; with ``group``, to the process group
-    it leads (it was started in a session of its own). ``start_ticks`` (when
-    it started) tells it from a later process with its number where there is
-    no pidfd."""
+    it leads (it was started in a session of its own). Where there is no
+    pidfd, ``start_ticks`` (when it started, in 10 ms ticks) and, once it was
+    seen ``ended``, its zombie tell it from a later process with its
+    number."""
     if pidfd is not None:
         assert _send is not None
         with contextlib.suppress(ProcessLookupError):
@@ -104,10 +112,10 @@ def signal_child(
             with contextlib.suppress(ProcessLookupError):
                 _send(pidfd, sig, None, PIDFD_SIGNAL_PROCESS_GROUP)
             return
-    elif _same_process(pid, start_ticks) and unreaped(pid, None):
+    elif _same_process(pid, start_ticks) and unreaped(pid, None, ended):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
-    if group and _same_process(pid, start_ticks) and unreaped(pid, pidfd):
+    if group and _same_process(pid, start_ticks) and unreaped(pid, pidfd, ended):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, sig)
 

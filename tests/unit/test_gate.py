@@ -107,6 +107,25 @@ def test_signal_child_with_another_start_time_sends_nothing(procs: Procs) -> Non
     assert alive(grandchild, g_start)
 
 
+def test_an_ended_child_is_proved_by_its_zombie_alone_without_a_pidfd(
+    procs: Procs,
+) -> None:
+    """Seen ended, then reaped by someone else, its number taken by another
+    child of ours within the same 10 ms tick (start times equal): without a
+    pidfd only the zombie proves it. A running child with the number, start
+    time and all, is spared."""
+    p, start, grandchild, g_start = group(procs)  # runs: stands for the later one
+    assert gate.unreaped(p.pid, None) and not gate.unreaped(p.pid, None, True)
+    gate.signal_child(p.pid, None, signal.SIGKILL, True, start, ended=True)
+    assert stays_alive(p.pid, start)
+    assert alive(grandchild, g_start)
+    p.stdin.close()
+    assert exited(p.pid)  # now its zombie holds the number: that proves it
+    assert gate.unreaped(p.pid, None, True)
+    gate.signal_child(p.pid, None, signal.SIGKILL, True, start, ended=True)
+    assert wait_dead(grandchild, g_start)
+
+
 def test_signal_child_reaches_the_group_of_its_unreaped_zombie(
     procs: Procs, pidfds: Any, group_path: str
 ) -> None:
