@@ -43,10 +43,12 @@ def choosing(fixed: Any, original: Any) -> Any:
         assert fixed.fget is not None and isinstance(original, property)
         get_fixed, get_original = fixed.fget, original.fget
         assert get_original is not None
-        return property(
-            lambda self: (get_fixed if ATTR in self.__dict__ else get_original)(self),
-            doc=original.__doc__,
-        )
+
+        def get(self: Any) -> Any:
+            return (get_fixed if ATTR in self.__dict__ else get_original)(self)
+
+        get.__wrapped__ = get_fixed  # type: ignore[attr-defined]
+        return property(get, doc=original.__doc__)
 
     def method(self: Any, *args: Any) -> Any:
         if ATTR in self.__dict__:

@@ -25,7 +25,7 @@ from paramiko.proxy import ProxyCommand
 
 import paramiko_proxyfix
 import paramiko_proxyfix.celery as pfx_celery
-from paramiko_proxyfix import ProxyCommandForeign, config, registry
+from paramiko_proxyfix import ProxyCommandForeign, config, fleet, registry
 from paramiko_proxyfix.extras import extras_of
 from tests.celery_app.support import ssh_env
 from tests.support import STUBBORN, capped, wait_until
@@ -96,6 +96,10 @@ def test_pool_process_init_releases_what_the_parent_left(idle_reset: Any) -> Non
     finally:
         os.kill(pc.process.pid, signal.SIGKILL)  # Popen now refuses to signal it
         os.waitpid(pc.process.pid, 0)
+        # The signal made this process a publisher (a pool process): not for
+        # the rest of the session, whose tests write to run dirs of their own.
+        fleet.withdraw()
+        assert fleet._publisher_pid == 0
 
 
 def test_idle_timeout_comes_from_the_celery_setting(idle_reset: Any) -> None:

@@ -81,6 +81,8 @@ def holds_the_fix(name: str) -> bool:
     """ProxyCommand holds the fix's ``name`` itself, or (an instance made before
     install() has a class that defines its own) a method that picks it."""
     held, fixed = vars(ProxyCommand)[name], vars(fix.ProxyCommand)[name]
+    if isinstance(held, property) and held is not fixed:
+        held, fixed = held.fget, fixed.fget
     return held is fixed or getattr(held, "__wrapped__", None) is fixed
 
 
