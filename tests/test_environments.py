@@ -345,8 +345,13 @@ def test_green_threads_killed_proxy(sshd: Sshd, green: str) -> None:
     # The same scenario catches upstream: the caller never returns (and the
     # process spins, or the scenario dies in upstream's close()).
     env = {**ssh_env(sshd), "ENV_GREEN": green, "PARAMIKO_PROXYFIX_DISABLE": "1"}
-    result, data = run_child(code, 30, env)
-    print(green, "upstream", json.dumps(data), result.stderr[-500:])
+    for _ in range(2):  # the baseline: once more if it never got that far
+        result, data = run_child(code, 30, env)
+        print(green, "upstream", json.dumps(data), result.stderr[-500:])
+        # Under load (tox cells side by side) upstream's first command once
+        # ran past its 10 s timeout: no report, which says nothing of the bug.
+        if data is not None or "TimeoutError" not in result.stderr:
+            break
     assert data is not None, (result.timed_out, result.stderr[-3000:])
     assert data["installed"] is False and data["detect"] is None, data
     assert data["active_after_kill"] is True, data  # its CPU is printed

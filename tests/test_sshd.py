@@ -104,7 +104,9 @@ def test_failing_proxy_fails_connect_with_its_own_words(sshd: Sshd) -> None:
     )
     assert data is not None, result
     assert "Error reading SSH protocol banner" in data["error"], data
-    assert data["took"] >= 4, data
+    # It waits out the 4 s banner timeout, which paramiko counts on the wall
+    # clock (time.time(), slewed on a VM: 3.992 s by ours once).
+    assert data["took"] >= 3.9, data
 
 
 @pytest.mark.unpatched
